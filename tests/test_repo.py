@@ -1,0 +1,68 @@
+"""Repository-level checks that cannot live in a notebook: the README agrees with nbs/index.ipynb and
+with CI, and importing gpt3dev stays cheap."""
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fenced_blocks(markdown: str, lang: str) -> list[str]:
+    return [b.strip() for b in re.findall(rf"```{lang}\n(.*?)```", markdown, flags=re.S)]
+
+
+def index_notebook():
+    nb = json.loads((ROOT / "nbs" / "index.ipynb").read_text())
+    md = "\n\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    code = ["".join(c["source"]).strip() for c in nb["cells"] if c["cell_type"] == "code"]
+    return md, code
+
+
+def test_readme_quickstart_matches_index():
+    readme = (ROOT / "README.md").read_text()
+    md, _ = index_notebook()
+    assert fenced_blocks(readme, "sh") == fenced_blocks(md, "sh"), "README.md quickstart differs from nbs/index.ipynb"
+    assert len(fenced_blocks(readme, "sh")) == 2, "the README gives exactly two commands: set up and run, then test"
+
+
+def test_readme_example_is_the_tested_notebook_code():
+    readme = (ROOT / "README.md").read_text()
+    _, code = index_notebook()
+    for block in fenced_blocks(readme, "python"):
+        assert block in code, f"README example not found among nbs/index.ipynb's code cells:\n{block}"
+
+
+def test_readme_prose_matches_index():
+    readme = (ROOT / "README.md").read_text()
+    md, _ = index_notebook()
+    norm = lambda s: re.sub(r"\s+", " ", s).strip()
+    for para in re.split(r"\n\s*\n", md):
+        para = para.strip()
+        if para and not para.startswith("```") and not para.startswith("# gpt3dev"):
+            assert norm(para) in norm(readme), f"README.md lacks this paragraph of nbs/index.ipynb:\n{para}"
+
+
+def test_ci_runs_the_readme_test_command():
+    test_command = fenced_blocks((ROOT / "README.md").read_text(), "sh")[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci.splitlines(), f".ci/run does not run the README's test command: {test_command}"
+
+
+def test_import_is_light():
+    code = "import sys, time; t = time.perf_counter(); import gpt3dev; dt = time.perf_counter() - t; print(dt, 'torch' in sys.modules)"
+    best = min(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                    cwd=ROOT).stdout.split()[0]) for _ in range(3))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
+    assert best < 2.0, f"import gpt3dev took {best:.2f}s"
+    assert out[1] == "False", "import gpt3dev imports torch: keep the package's __init__ light"
+
+
+def test_every_notebook_module_is_exported():
+    mods = {p.stem for p in (ROOT / "gpt3dev").glob("*.py") if not p.stem.startswith("_")}
+    for nb in sorted((ROOT / "nbs").glob("[0-9][0-9]_*.ipynb")):
+        src = json.loads(nb.read_text())["cells"][1]["source"]
+        m = re.search(r"#\| default_exp (\w+)", "".join(src))
+        assert m and m.group(1) in mods, f"{nb.name} exports no module present in gpt3dev/"
