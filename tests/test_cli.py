@@ -1,0 +1,50 @@
+"""The console scripts, run as a user runs them: a subprocess, real files, exit codes and one-line errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(os.environ.get("GPT3DEV_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+TOKENIZER = SHARED / "data" / "gpt2-tokenizer"
+
+
+def cli(*args, cwd=None):
+    return subprocess.run(["gpt3dev_arch", *args],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def test_arch_table_lists_every_paper_size():
+    r = cli()
+    assert r.returncode == 0, r.stderr
+    for name in ["gpt3-small", "gpt3-medium", "gpt3-large", "gpt3-xl", "gpt3-2.7b", "gpt3-6.7b", "gpt3-13b", "gpt3-175b"]:
+        assert name in r.stdout
+
+
+@pytest.mark.skipif(not TOKENIZER.exists(), reason=f"shared data not found at {SHARED} (set GPT3DEV_SHARED)")
+def test_arch_saves_a_checkpoint_transformers_loads(tmp_path):
+    r = cli("--preset", "tiny", "--set", "n_layer=2", "--save", str(tmp_path / "ck"), "--tokenizer", str(TOKENIZER))
+    assert r.returncode == 0, r.stderr
+    config = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert config["model_type"] == "gpt3dev" and config["n_layer"] == 2 and config["vocab_size"] == 50257
+    code = ("import gpt3dev.modeling, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
+            f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'ck')!r}); t = AutoTokenizer.from_pretrained({str(tmp_path / 'ck')!r}); "
+            "ids = t('hello world', return_tensors='pt').input_ids; print(m.generate(ids, max_new_tokens=3, do_sample=False).shape[1] - ids.shape[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("3")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "tiny", "--set", "n_embd=30"], "gpt3dev_arch: error: GPT3DevConfig.n_embd (30) must be divisible by n_head (4)"),
+    (["--save", "somewhere"], "gpt3dev_arch: error: --save needs --preset"),
+    (["--preset", "tiny", "--set", "n_layer"], "gpt3dev_arch: error: --set expects KEY=VALUE, got 'n_layer'"),
+    (["--preset", "tiny", "--save", "x", "--tokenizer", "/no/such/dir"], "gpt3dev_arch: error: cannot load tokenizer '/no/such/dir'"),
+])
+def test_arch_bad_input_is_one_line_and_nonzero(args, message, tmp_path):
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1].startswith(message), r.stderr
+    assert not (tmp_path / "x").exists()
