@@ -48,3 +48,41 @@ def test_arch_bad_input_is_one_line_and_nonzero(args, message, tmp_path):
     assert r.returncode != 0
     assert r.stderr.strip().splitlines()[-1].startswith(message), r.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    if not TOKENIZER.exists(): pytest.skip(f"shared data not found at {SHARED} (set GPT3DEV_SHARED)")
+    d = tmp_path_factory.mktemp("ck") / "tiny"
+    r = subprocess.run(["gpt3dev_arch", "--preset", "tiny", "--set", "n_positions=512", "--save", str(d), "--tokenizer", str(TOKENIZER)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def test_eval_cli_writes_metrics_and_samples(tiny_checkpoint, tmp_path):
+    out, samples = tmp_path / "r.json", tmp_path / "s.jsonl"
+    r = subprocess.run(["gpt3dev_eval", "--model", str(tiny_checkpoint), "--data-dir", str(SHARED / "data"), "--run-lambada",
+                        "--run-mmlu", "--mmlu-tasks", "anatomy,virology", "--num-fewshot", "2", "--limit", "5",
+                        "--output", str(out), "--log-samples", str(samples)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["lambada"]["n"] == 5 and res["mmlu"]["n"] == 10 and res["mmlu"]["num_fewshot"] == 2
+    assert set(res["mmlu"]["subjects"]) == {"anatomy", "virology"}
+    assert res["settings"]["model"] == str(tiny_checkpoint)
+    assert len(samples.read_text().splitlines()) == 15
+    assert "lambada" in r.stdout and "2-shot" in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/no/such/model"], "gpt3dev_eval: error: cannot load model '/no/such/model'"),
+    (["--limit", "0"], "gpt3dev_eval: error: --limit must be >= 1, got 0"),
+    (["--run-mmlu", "--mmlu-tasks", "astrology"], "gpt3dev_eval: error: unknown MMLU subject(s) ['astrology']"),
+    (["--run-mmlu", "--num-fewshot", "9", "--limit", "1", "--mmlu-tasks", "anatomy"], "gpt3dev_eval: error: MMLU num_fewshot must be 0-5"),
+])
+def test_eval_cli_bad_input(tiny_checkpoint, args, message):
+    base = ["--model", str(tiny_checkpoint), "--data-dir", str(SHARED / "data")]
+    if "--model" in args: base = ["--data-dir", str(SHARED / "data")]
+    r = subprocess.run(["gpt3dev_eval", *base, *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.strip().splitlines()[-1].startswith(message), r.stderr
