@@ -59,9 +59,22 @@ def main(argv=None):
         assert abs(res["acc"] - base_acc) < 1e-9, "batched scoring disagrees with the baseline"
         rows.append({"engine": "gpt3dev batched", "batch size": bs, "examples/s": f"{len(docs) / dt:.1f}", "speedup": f"{base / dt:.2f}x", "acc": f"{res['acc']:.4f}"})
         if bs == 16: checks.append(("batched engine at batch size 16 >= 4x one-at-a-time", base / dt >= 4, f"{base / dt:.2f}x"))
+    # the work no engine can skip: the head at every continuation token, the body over each distinct context once
+    d, V, layers = model.config.n_embd, model.config.vocab_size, model.config.n_layer
+    body, head = 2 * 12 * layers * d * d, 2 * d * V                      # FLOPs per token
+    ctx_tokens = cont_tokens = all_tokens = 0
+    for doc in docs:
+        for choice in doc["choices"]:
+            ctx, cont = encode_pair(tok, doc["query"], " " + choice)
+            all_tokens += len(ctx) + len(cont) - 1; cont_tokens += len(cont)
+        ctx_tokens += len(ctx)
+    bound = all_tokens * (body + head) / ((ctx_tokens + cont_tokens) * body + cont_tokens * head)
     print(f"## Evaluation (`bench/evaluation.py`)\n\nMachine: {machine()}. HellaSwag, first {len(docs)} validation examples "
-          "(4 endings each); model: 4 layers, d=256, 4 heads, GPT-2 vocabulary (50257), float32, right padding.\n")
+          "(4 endings each); model: 4 layers, d=256, 4 heads, GPT-2 vocabulary (50257), float32.\n")
     print(table(rows, list(rows[0])))
+    print(f"\nWork bound: the baseline runs the model and its {V}-way head over {all_tokens:,} positions; no engine can do "
+          f"less than the body over {ctx_tokens + cont_tokens:,} positions (each context once) and the head over the "
+          f"{cont_tokens:,} continuation tokens. The FLOP ratio, {bound:.2f}x, bounds any speedup on a compute-bound CPU.")
     print("\nTargets:\n" + "\n".join(f"- [{'x' if ok else ' '}] {t}: {d}" for t, ok, d in checks))
 
 
