@@ -66,3 +66,18 @@ def test_every_notebook_module_is_exported():
         src = json.loads(nb.read_text())["cells"][1]["source"]
         m = re.search(r"#\| default_exp (\w+)", "".join(src))
         assert m and m.group(1) in mods, f"{nb.name} exports no module present in gpt3dev/"
+
+
+def test_slow_and_cuda_cells_are_opt_in():
+    # nbdev splits tst_flags on whitespace: 'slow|cuda' would be one flag that no cell carries, and every
+    # '#| slow' cell would run in the default test command
+    from configparser import ConfigParser
+    cfg = ConfigParser(); cfg.read(ROOT / "settings.ini")
+    flags = cfg["DEFAULT"]["tst_flags"].split()
+    assert {"slow", "cuda"} <= set(flags), flags
+    used = set()
+    for nb in (ROOT / "nbs").rglob("*.ipynb"):
+        for cell in json.loads(nb.read_text())["cells"]:
+            src = "".join(cell["source"])
+            used |= set(re.findall(r"^#\|\s*(slow|cuda)\s*$", src, flags=re.M))
+    assert used <= set(flags)
