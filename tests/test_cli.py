@@ -86,3 +86,35 @@ def test_eval_cli_bad_input(tiny_checkpoint, args, message):
     r = subprocess.run(["gpt3dev_eval", *base, *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.strip().splitlines()[-1].startswith(message), r.stderr
+
+
+def test_generate_cli_is_reproducible_and_reads_stdin(tiny_checkpoint):
+    base = ["gpt3dev_generate", "--model", str(tiny_checkpoint), "--max-new-tokens", "12", "--temperature", "0.9", "--top-p", "0.95"]
+    a = subprocess.run(base + ["--prompt", "ROMEO:", "--seed", "5"], capture_output=True, text=True)
+    b = subprocess.run(base + ["--seed", "5"], input="ROMEO:", capture_output=True, text=True)
+    c = subprocess.run(base + ["--prompt", "ROMEO:", "--seed", "6"], capture_output=True, text=True)
+    assert a.returncode == b.returncode == c.returncode == 0, a.stderr
+    assert a.stdout == b.stdout and a.stdout.startswith("ROMEO:")
+    assert a.stdout != c.stdout
+    several = subprocess.run(base + ["--prompt", "ROMEO:", "--seed", "5", "--num-return-sequences", "2"], capture_output=True, text=True)
+    assert several.returncode == 0 and several.stdout.count("ROMEO:") == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--temperature", "-0.1"], "gpt3dev_generate: error: temperature must be >= 0 (0 is greedy), got -0.1"),
+    (["--top-p", "1.2"], "gpt3dev_generate: error: top_p must be in (0, 1], got 1.2"),
+    (["--prompt", "  "], "gpt3dev_generate: error: the prompt is empty"),
+    (["--chat"], "gpt3dev_generate: error: this tokenizer has no chat template"),
+    (["--max-new-tokens", "600"], "gpt3dev_generate: error: the prompt has"),
+])
+def test_generate_cli_bad_input(tiny_checkpoint, args, message):
+    cmd = ["gpt3dev_generate", "--model", str(tiny_checkpoint)] + (["--prompt", "hello"] if "--prompt" not in args else []) + args
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.strip().splitlines()[-1].startswith(message), r.stderr
+
+
+def test_generate_cli_missing_model():
+    r = subprocess.run(["gpt3dev_generate", "--model", "/no/such/model", "--prompt", "hi"], capture_output=True, text=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("gpt3dev_generate: error: cannot load model '/no/such/model'")
