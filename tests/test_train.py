@@ -22,7 +22,7 @@ def losses(out):
 
 
 def run(*args, **kw):
-    return subprocess.run(["gpt3dev_train", *args], capture_output=True, text=True, env=ENV, **kw)
+    return subprocess.run(["gpt3dev_train", *args], capture_output=True, text=True, env=ENV, timeout=300, **kw)
 
 
 def test_sigkill_and_resume_gives_the_same_losses(tmp_path):
@@ -33,7 +33,7 @@ def test_sigkill_and_resume_gives_the_same_losses(tmp_path):
     metrics = broken / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 25): time.sleep(0.05)
-    p.send_signal(signal.SIGKILL); p.wait()
+    p.send_signal(signal.SIGKILL); p.wait(timeout=60)
     logged = len(metrics.read_text().splitlines())
     assert 25 <= logged < 40, logged                             # killed mid-way, after the step-20 checkpoint
     r = run(*SMALL, "--out", str(broken), "--resume")
@@ -58,7 +58,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     r = run(*SMALL, "--out", str(one), "--batch-size", "8", "--skip-val")
     assert r.returncode == 0, r.stderr
     r = subprocess.run(["torchrun", "--standalone", "--nproc_per_node=2", shutil.which("gpt3dev_train"), *SMALL, "--out", str(two),
-                        "--batch-size", "4", "--skip-val"], capture_output=True, text=True, env=ENV)
+                        "--batch-size", "4", "--skip-val", "--dist-timeout", "120"], capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = losses(one), losses(two)
     assert [s for s, *_ in a] == [s for s, *_ in b]
