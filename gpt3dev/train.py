@@ -79,6 +79,7 @@ class TrainConfig:
     max_bad_steps: int = 5
     cross_doc_attention: bool = True       # False: attention stays within each packed document
     dist_timeout: int = 600                # seconds a distributed collective may wait before the run fails
+    fsdp: bool = False                     # under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
     device: str = "auto"
     progress: bool = True
 
@@ -98,6 +99,10 @@ class TrainConfig:
         if not 0 < self.val_share < 1: raise ValueError(f"--val-share must be in (0, 1), got {self.val_share}")
         if self.opt_state_on_cpu and self.dtype == "fp16":
             raise ValueError("--opt-state-on-cpu works with --dtype fp32 or bf16, not fp16 (its gradient scaler needs the optimizer on the device)")
+        if self.fsdp and self.opt_state_on_cpu:
+            raise ValueError("--fsdp already splits the optimizer state across processes: use it without --opt-state-on-cpu")
+        if self.fsdp and self.dtype == "fp16":
+            raise ValueError("--fsdp trains in --dtype fp32 or bf16, not fp16 (the gradient scaler would need sharded inf checks)")
         return self
 
 # %% ../nbs/07_train.ipynb #04a12b09
@@ -212,6 +217,15 @@ def _export(model, tokenizer, path: Path):
         shutil.rmtree(old, ignore_errors=True); path.rename(old); tmp.rename(path); shutil.rmtree(old)
     else: tmp.rename(path)
 
+def _export_from(model, fsdp: bool, rank: int, tokenizer, path: Path):
+    "Export from rank 0; under FSDP every rank first helps gather the weights into a plain model. Returns what was exported."
+    if fsdp:
+        full = {k: _full(v) for k, v in model.state_dict().items()}
+        if rank: return None
+        plain = GPT3DevForCausalLM(model.config); plain.load_state_dict(full); model = plain
+    if rank == 0: _export(model, tokenizer, path)
+    return model
+
 def _doc_kwargs(x, tokenizer, cfg) -> dict:
     "document_ids for a packed batch when attention must not cross documents: a document ends with its end-of-text."
     if cfg.cross_doc_attention: return {}
@@ -237,6 +251,36 @@ def _sample(model, tokenizer, cfg, device) -> str:
         out = model.generate(prompt, max_new_tokens=cfg.gen_tokens, do_sample=True, top_k=50, pad_token_id=tokenizer.eos_token_id,
                              attention_mask=torch.ones_like(prompt))
     return tokenizer.decode(out[0, 1:], skip_special_tokens=True)
+
+def _shard(model):
+    "FSDP2: shard every transformer block, then the rest (embeddings, final norm, tied head) as one group."
+    from torch.distributed.fsdp import fully_shard
+    for block in model.transformer.h: fully_shard(block)
+    fully_shard(model)
+    return model
+
+def _full(t):
+    "A plain tensor on the CPU from a parameter or state that FSDP may have sharded (a collective when it has)."
+    return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu()
+
+def _full_state(model, opt) -> tuple[dict, dict]:
+    "The model's and optimizer's state as a single-process run has them, gathered from FSDP shards (every rank calls)."
+    msd = {k: _full(v) for k, v in model.state_dict().items()}
+    osd = opt.state_dict()
+    osd = {"state": {i: {k: _full(v) if torch.is_tensor(v) else v for k, v in st.items()} for i, st in osd["state"].items()},
+           "param_groups": osd["param_groups"]}
+    return msd, osd
+
+def _shard_optimizer_state(opt, osd: dict) -> dict:
+    "A full optimizer state dict cut down to this rank's shard of each parameter, ready for `opt.load_state_dict`."
+    from torch.distributed.tensor import distribute_tensor
+    params = [p for g in opt.param_groups for p in g["params"]]
+    state = {}
+    for i, st in osd["state"].items():
+        p = params[int(i)]
+        state[i] = {k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
+                       if torch.is_tensor(v) and v.shape == p.shape else v for k, v in st.items()}
+    return {"state": state, "param_groups": osd["param_groups"]}
 
 # %% ../nbs/07_train.ipynb #ee4f4a30
 def plot_losses(metrics: Path, path: Path):
@@ -293,11 +337,18 @@ def train(cfg: TrainConfig) -> dict:
         for key in ("preset", "data", "tokenizer", "block_size", "batch_size", "acc", "seed", "optimizer"):
             if state["config"].get(key) != getattr(cfg, key):
                 raise ValueError(f"--resume: checkpoint {path} was made with {key}={state['config'].get(key)!r}, this run has {getattr(cfg, key)!r}")
+        saved_world = len(state["rng"]) if isinstance(state["rng"], list) else 1
+        if saved_world != world:
+            raise ValueError(f"--resume: checkpoint {path} was written by {saved_world} process(es), this run has {world}: "
+                             f"each process resumes its own share of the data")
         try: model.load_state_dict(state["model"])
         except RuntimeError as e: raise ValueError(f"--resume: checkpoint {path} does not fit this model: {str(e).splitlines()[0]}") from None
 
+    fsdp = distributed and cfg.fsdp
+    if cfg.fsdp and not distributed: print("gpt3dev_train: --fsdp has no effect in a single process (start it with torchrun)", file=sys.stderr)
+    if fsdp: _shard(model)                                  # in place: `model` is now the sharded module
     step_model = torch.compile(model) if cfg.compile else model
-    if distributed: step_model = torch.nn.parallel.DistributedDataParallel(step_model)
+    if distributed and not fsdp: step_model = torch.nn.parallel.DistributedDataParallel(step_model)
     opt = CPUOffload(model, cfg, peak_lr) if cfg.opt_state_on_cpu else make_optimizer(model.parameters(), cfg, peak_lr)
     amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
     amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
@@ -305,8 +356,9 @@ def train(cfg: TrainConfig) -> dict:
     stream = TokenStream(cfg.data, tokenizer, block, cfg.data_weights, val_share=cfg.val_share, seed=cfg.seed, rank=rank, world_size=world)
     step = tokens = bad = 0
     if state is not None:
-        opt.load_state_dict(state["optimizer"]); scaler.load_state_dict(state["scaler"])
-        stream.load_state_dict(state["data"]); set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+        opt.load_state_dict(_shard_optimizer_state(opt, state["optimizer"]) if fsdp else state["optimizer"]); scaler.load_state_dict(state["scaler"])
+        per_rank = isinstance(state["rng"], list)          # a distributed run saved each process's RNG and data position
+        stream.load_state_dict(state["data"][rank] if per_rank else state["data"]); set_rng_state(state["rng"][rank] if per_rank else state["rng"])
         step, tokens, bad = state["step"], state["tokens"], state.get("bad", 0)
     tokens_per_step = cfg.batch_size * cfg.acc * world * block
     total_steps = max(1, cfg.total_tokens // tokens_per_step)
@@ -325,14 +377,14 @@ def train(cfg: TrainConfig) -> dict:
         rngs = rng_state()
         if distributed:
             gathered = [None] * world; dist.all_gather_object(gathered, {"rng": rngs, "data": stream.state_dict()})
+        msd, osd = _full_state(model, opt) if fsdp else (model.state_dict(), opt.state_dict())
         if rank == 0:
             data_state = stream.state_dict() if not distributed else [g["data"] for g in gathered]
-            save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+            save_checkpoint({"model": msd, "optimizer": osd, "scaler": scaler.state_dict(),
                              "step": step, "tokens": tokens, "bad": bad, "config": asdict(cfg),
                              "rng": rngs if not distributed else [g["rng"] for g in gathered], "data": data_state}, ckpt_dir, step, cfg.keep_ckpts)
         if distributed: dist.barrier()
 
-    if distributed and state is not None and isinstance(state["data"], list): stream.load_state_dict(state["data"][rank])
     row, t_last, tok_last = {}, time.time(), tokens
     try:
         while step < total_steps:
@@ -341,13 +393,14 @@ def train(cfg: TrainConfig) -> dict:
             loss_sum = 0.0
             for micro in range(cfg.acc):
                 x = stream.batch(cfg.batch_size).to(device)
-                sync = nullcontext() if not distributed or micro == cfg.acc - 1 else step_model.no_sync()
+                if fsdp: model.set_requires_gradient_sync(micro == cfg.acc - 1)   # reduce-scatter once per step
+                sync = nullcontext() if not distributed or fsdp or micro == cfg.acc - 1 else step_model.no_sync()
                 with sync:
                     with amp: loss = step_model(x, labels=x, use_cache=False, **_doc_kwargs(x, tokenizer, cfg)).loss
                     scaler.scale(loss / cfg.acc).backward()
                 loss_sum += loss.detach().float().item() / cfg.acc
             if scaler.is_enabled(): scaler.unscale_(opt)
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+            gnorm = _full(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)).item()
             loss_t = torch.tensor([loss_sum], dtype=torch.float64)
             if distributed: dist.all_reduce(loss_t); loss_t /= world
             step += 1; tokens += tokens_per_step
@@ -370,14 +423,14 @@ def train(cfg: TrainConfig) -> dict:
             if peak: row["mfu"] = fpt * tps / (peak * world)
             t_last, tok_last = now, tokens
             if not cfg.skip_val and (step % cfg.eval_steps == 0 or step == total_steps):
-                vl = _validate(model, cfg, tokenizer, block, device, amp) if rank == 0 else 0.0
+                vl = _validate(model, cfg, tokenizer, block, device, amp) if rank == 0 or fsdp else 0.0
                 row.update(val_loss=vl, val_ppl=math.exp(min(vl, 50)))
-            if cfg.hellaswag_steps and rank == 0 and (step % cfg.hellaswag_steps == 0 or step == total_steps):
+            if cfg.hellaswag_steps and (rank == 0 or fsdp) and (step % cfg.hellaswag_steps == 0 or step == total_steps):
                 from gpt3dev.evaluation import evaluate
                 hs = evaluate(model, tokenizer, "hellaswag", data_dir=cfg.eval_data_dir, limit=cfg.hellaswag_limit, batch_size=cfg.batch_size)
                 row.update(hellaswag_acc=hs["hellaswag"]["acc"], hellaswag_acc_norm=hs["hellaswag"]["acc_norm"])
-            if not cfg.skip_gen and cfg.gen_steps and rank == 0 and (step % cfg.gen_steps == 0 or step == total_steps):
-                row["sample"] = _sample(model, tokenizer, cfg, device)
+            if not cfg.skip_gen and cfg.gen_steps and (rank == 0 or fsdp) and (step % cfg.gen_steps == 0 or step == total_steps):
+                row["sample"] = _sample(model, tokenizer, cfg, device)   # under FSDP every rank samples the same tokens
             log.write(row)
             if bar is not None:
                 bar.update(1)
@@ -387,15 +440,15 @@ def train(cfg: TrainConfig) -> dict:
                     (f"  val_loss {row['val_loss']:.4f}" if "val_loss" in row else ""))
             if "sample" in row: say(f"sample: {row['sample'][:200]!r}")
             if step % cfg.ckpt_steps == 0 or step == total_steps: checkpoint()
-            if rank == 0 and cfg.hf_save_steps and step % cfg.hf_save_steps == 0: _export(model, tokenizer, out / "hf")
-        if distributed:                                    # every rank must end with the same weights
+            if cfg.hf_save_steps and step % cfg.hf_save_steps == 0: _export_from(model, fsdp, rank, tokenizer, out / "hf")
+        if distributed and not fsdp:                       # every rank must end with the same weights (FSDP keeps one copy)
             fp = torch.tensor([sum(p.detach().double().sum().item() for p in model.parameters())], dtype=torch.float64)
             prints = [torch.zeros(1, dtype=torch.float64) for _ in range(world)]; dist.all_gather(prints, fp)
             if any(p.item() != prints[0].item() for p in prints): raise RuntimeError(f"ranks ended with different weights: {[p.item() for p in prints]}")
+        final = _export_from(model, fsdp, rank, tokenizer, out / "hf")
         if rank == 0:
-            _export(model, tokenizer, out / "hf")
             plot_losses(out / "metrics.jsonl", out / "loss.png")
-            (out / "weights_fingerprint.txt").write_text(repr(sum(p.detach().double().sum().item() for p in model.parameters())))
+            (out / "weights_fingerprint.txt").write_text(repr(sum(p.detach().double().sum().item() for p in final.parameters())))
     finally:
         if bar is not None: bar.close()
         log.close()

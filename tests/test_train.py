@@ -65,11 +65,51 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     assert max(abs(x[1] - y[1]) for x, y in zip(a, b)) < 1e-4
 
 
+def torchrun(*args, **kw):
+    return subprocess.run(["torchrun", "--standalone", "--nproc_per_node=2", shutil.which("gpt3dev_train"), *args, "--dist-timeout", "120"],
+                          capture_output=True, text=True, env=ENV, timeout=300, **kw)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
+def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path):
+    one, whole, broken = tmp_path / "one", tmp_path / "whole", tmp_path / "broken"
+    args = [*SMALL, "--total-tokens", str(30 * 8 * 64), "--batch-size", "4", "--gen-steps", "30", "--gen-tokens", "8"]
+    r = run(*args, "--out", str(one), "--batch-size", "8")
+    assert r.returncode == 0, r.stderr
+    r = torchrun(*args, "--fsdp", "--out", str(whole))
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = losses(one), losses(whole)
+    assert [s for s, *_ in a] == [s for s, *_ in b] == list(range(1, 31))
+    assert max(abs(x[1] - y[1]) for x, y in zip(a, b)) < 1e-4     # the same global batch of 8 blocks, sharded weights
+    # the FSDP run's checkpoint is an ordinary one: its weights load into a plain model and equal the exported ones
+    import torch
+    from transformers import AutoModelForCausalLM
+    import gpt3dev.modeling  # noqa: F401  (registers the architecture with the Auto classes)
+    ckpt = torch.load(sorted((whole / "checkpoints").iterdir())[-1], weights_only=False)
+    hf = AutoModelForCausalLM.from_pretrained(whole / "hf")
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in hf.state_dict().items())
+    # SIGKILL the whole torchrun job mid-way, resume it under FSDP: the same losses, bit for bit
+    p = subprocess.Popen(["torchrun", "--standalone", "--nproc_per_node=2", shutil.which("gpt3dev_train"), *args, "--fsdp", "--out", str(broken)],
+                         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    metrics = broken / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 15): time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL); p.wait(timeout=60)
+    assert 15 <= len(metrics.read_text().splitlines()) < 30
+    r = run(*args, "--out", str(broken), "--resume")             # one process cannot take over two processes' data shares
+    assert r.returncode == 2 and "was written by 2 process(es), this run has 1" in r.stderr.strip().splitlines()[-1]
+    r = torchrun(*args, "--fsdp", "--out", str(broken), "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert losses(broken) == losses(whole)
+    assert (broken / "weights_fingerprint.txt").read_text() == (whole / "weights_fingerprint.txt").read_text()
+
+
 @pytest.mark.parametrize("args, message, code", [
     (["--data", "/no/such/corpus.txt"], "gpt3dev_train: error: data source '/no/such/corpus.txt': no such file", 2),
     (["--batch-size", "many"], "gpt3dev_train: error: argument --batch-size: invalid int value: 'many'", 2),
     (["--lr", "-1"], "gpt3dev_train: error: --lr must be > 0, got -1.0", 2),
     (["--resume"], "gpt3dev_train: error: --resume: no checkpoint in", 2),
+    (["--fsdp", "--opt-state-on-cpu"], "gpt3dev_train: error: --fsdp already splits the optimizer state across processes", 2),
 ])
 def test_bad_input_is_one_line(tmp_path, args, message, code):
     r = run(*SMALL, "--out", str(tmp_path / "run"), *args)
