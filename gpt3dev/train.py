@@ -31,7 +31,7 @@ from .modeling import GPT3DevForCausalLM
 
 # %% auto #0
 __all__ = ['TrainConfig', 'lr_at', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state',
-           'make_optimizer', 'CPUOffload', 'plot_losses', 'train', 'main']
+           'make_optimizer', 'CPUOffload', 'plot_losses', 'train', 'main', 'config_parser', 'run_cli']
 
 # %% ../nbs/07_train.ipynb #5d783c6b
 @dataclass
@@ -41,7 +41,7 @@ class TrainConfig:
     preset: str = "tiny"
     init_from: str | None = None           # a checkpoint directory to start from instead of a fresh preset
     data: list = field(default_factory=lambda: ["embedded"])
-    data_weights: list | None = None
+    data_weights: list | None = field(default=None, metadata={"type": float})
     tokenizer: str = "embedded"
     block_size: int | None = None          # default: the model's n_positions
     batch_size: int = 16                   # sequences per micro-batch (per process)
@@ -232,25 +232,33 @@ def _doc_kwargs(x, tokenizer, cfg) -> dict:
     eot = (x == tokenizer.eos_token_id).long()
     return {"document_ids": eot.cumsum(-1) - eot}
 
+def _inputs(batch, tokenizer, cfg, device) -> dict:
+    "Model inputs of a batch: a tensor of packed blocks (labels are the inputs) or a dict of tensors (e.g. SFT's, with labels)."
+    if torch.is_tensor(batch):
+        x = batch.to(device)
+        return {"input_ids": x, "labels": x, **_doc_kwargs(x, tokenizer, cfg)}
+    return {k: v.to(device) for k, v in batch.items()}
+
 @torch.no_grad()
-def _validate(model, cfg, tokenizer, block, device, amp) -> float:
-    stream = TokenStream(cfg.data, tokenizer, block, cfg.data_weights, split="validation", val_share=cfg.val_share, seed=cfg.seed)
+def _validate(model, cfg, tokenizer, data, device, amp) -> float:
+    stream = data("validation", 0, 1)
     was = model.training; model.eval()
     losses = []
     for _ in range(cfg.eval_batches):
-        x = stream.batch(cfg.batch_size).to(device)
-        with amp: losses.append(model(x, labels=x, use_cache=False, **_doc_kwargs(x, tokenizer, cfg)).loss.float().item())
+        with amp: losses.append(model(**_inputs(stream.batch(cfg.batch_size), tokenizer, cfg, device), use_cache=False).loss.float().item())
     model.train(was)
     return sum(losses) / len(losses)
 
 @torch.no_grad()
-def _sample(model, tokenizer, cfg, device) -> str:
+def _sample(model, tokenizer, cfg, device, prompt: list[int] | None = None) -> str:
+    "A sample from `prompt` (token ids; default: a lone end-of-text, i.e. a fresh document), the same at every call."
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):   # leaves the training RNG untouched
         torch.manual_seed(cfg.seed)
-        prompt = torch.tensor([[tokenizer.eos_token_id]], device=device)
-        out = model.generate(prompt, max_new_tokens=cfg.gen_tokens, do_sample=True, top_k=50, pad_token_id=tokenizer.eos_token_id,
-                             attention_mask=torch.ones_like(prompt))
-    return tokenizer.decode(out[0, 1:], skip_special_tokens=True)
+        ids = torch.tensor([prompt or [tokenizer.eos_token_id]], device=device)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        out = model.generate(ids, max_new_tokens=cfg.gen_tokens, do_sample=True, top_k=50, pad_token_id=pad,
+                             attention_mask=torch.ones_like(ids))
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 def _shard(model):
     "FSDP2: shard every transformer block, then the rest (embeddings, final norm, tied head) as one group."
@@ -299,8 +307,12 @@ def plot_losses(metrics: Path, path: Path):
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
 # %% ../nbs/07_train.ipynb #cb199f95
-def train(cfg: TrainConfig) -> dict:
-    "Pretrain a model as `cfg` says; returns the last step's metrics."
+def train(cfg: TrainConfig, model=None, tokenizer=None, data=None, sample_prompt: list[int] | None = None) -> dict:
+    """Pretrain a model as `cfg` says; returns the last step's metrics.
+
+    Fine-tuning reuses this loop by passing its own `model`, `tokenizer` and `data`: a function `data(split, rank,
+    world_size)` that returns a stream for "train" or "validation" with `batch(n)` (a tensor of blocks, or a dict of
+    model inputs with `labels`), `state_dict()` and `load_state_dict()`. `sample_prompt` starts the sample generations."""
     cfg.check()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
@@ -314,8 +326,9 @@ def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out); ckpt_dir = out / "checkpoints"
     seed_everything(cfg.seed)
 
-    tokenizer = load_tokenizer(cfg.tokenizer)
-    if cfg.init_from:
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.tokenizer)
+    if model is not None: pass
+    elif cfg.init_from:
         from gpt3dev.core import load_pretrained
         model = load_pretrained(cfg.init_from, device="cpu")[0]
     else:
@@ -325,6 +338,10 @@ def train(cfg: TrainConfig) -> dict:
         raise ValueError(f"the model's vocabulary ({model.config.vocab_size}) is smaller than tokenizer {cfg.tokenizer!r}'s ({len(tokenizer)})")
     block = cfg.block_size or model.config.n_positions
     if block > model.config.n_positions: raise ValueError(f"--block-size {block} exceeds the model's n_positions={model.config.n_positions}")
+    if data is None:
+        def data(split, rank, world_size):
+            return TokenStream(cfg.data, tokenizer, block, cfg.data_weights, split=split, val_share=cfg.val_share, seed=cfg.seed,
+                               rank=rank, world_size=world_size)
     if cfg.gradient_checkpointing: model.gradient_checkpointing_enable()
     model.to(device).train()
     peak_lr = cfg.lr or PRESETS[cfg.preset].learning_rate
@@ -353,7 +370,7 @@ def train(cfg: TrainConfig) -> dict:
     amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
     amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "fp16")
-    stream = TokenStream(cfg.data, tokenizer, block, cfg.data_weights, val_share=cfg.val_share, seed=cfg.seed, rank=rank, world_size=world)
+    stream = data("train", rank, world)
     step = tokens = bad = 0
     if state is not None:
         opt.load_state_dict(_shard_optimizer_state(opt, state["optimizer"]) if fsdp else state["optimizer"]); scaler.load_state_dict(state["scaler"])
@@ -392,11 +409,11 @@ def train(cfg: TrainConfig) -> dict:
             for g in opt.param_groups: g["lr"] = lr
             loss_sum = 0.0
             for micro in range(cfg.acc):
-                x = stream.batch(cfg.batch_size).to(device)
+                inputs = _inputs(stream.batch(cfg.batch_size), tokenizer, cfg, device)
                 if fsdp: model.set_requires_gradient_sync(micro == cfg.acc - 1)   # reduce-scatter once per step
                 sync = nullcontext() if not distributed or fsdp or micro == cfg.acc - 1 else step_model.no_sync()
                 with sync:
-                    with amp: loss = step_model(x, labels=x, use_cache=False, **_doc_kwargs(x, tokenizer, cfg)).loss
+                    with amp: loss = step_model(**inputs, use_cache=False).loss
                     scaler.scale(loss / cfg.acc).backward()
                 loss_sum += loss.detach().float().item() / cfg.acc
             if scaler.is_enabled(): scaler.unscale_(opt)
@@ -423,14 +440,14 @@ def train(cfg: TrainConfig) -> dict:
             if peak: row["mfu"] = fpt * tps / (peak * world)
             t_last, tok_last = now, tokens
             if not cfg.skip_val and (step % cfg.eval_steps == 0 or step == total_steps):
-                vl = _validate(model, cfg, tokenizer, block, device, amp) if rank == 0 or fsdp else 0.0
+                vl = _validate(model, cfg, tokenizer, data, device, amp) if rank == 0 or fsdp else 0.0
                 row.update(val_loss=vl, val_ppl=math.exp(min(vl, 50)))
             if cfg.hellaswag_steps and (rank == 0 or fsdp) and (step % cfg.hellaswag_steps == 0 or step == total_steps):
                 from gpt3dev.evaluation import evaluate
                 hs = evaluate(model, tokenizer, "hellaswag", data_dir=cfg.eval_data_dir, limit=cfg.hellaswag_limit, batch_size=cfg.batch_size)
                 row.update(hellaswag_acc=hs["hellaswag"]["acc"], hellaswag_acc_norm=hs["hellaswag"]["acc_norm"])
             if not cfg.skip_gen and cfg.gen_steps and (rank == 0 or fsdp) and (step % cfg.gen_steps == 0 or step == total_steps):
-                row["sample"] = _sample(model, tokenizer, cfg, device)   # under FSDP every rank samples the same tokens
+                row["sample"] = _sample(model, tokenizer, cfg, device, sample_prompt)   # under FSDP every rank samples the same tokens
             log.write(row)
             if bar is not None:
                 bar.update(1)
@@ -468,23 +485,29 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `gpt3dev_train`: 0 on success, 2 for bad input, 3 when training had to stop."
     ap = _Parser(prog="gpt3dev_train", description="Pretrain a GPT-3-style model (default: the tiny preset on the embedded corpus, offline).")
-    types = {f.name: f.type for f in fields(TrainConfig)}
-    defaults = TrainConfig()
-    for f in fields(TrainConfig):
-        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+    return run_cli(ap, TrainConfig, train, argv)
+
+def config_parser(ap: argparse.ArgumentParser, cls) -> argparse.ArgumentParser:
+    "A flag for every field of dataclass `cls`: `--total-tokens` for `total_tokens`, `--no-x` for booleans, lists take several values."
+    defaults = cls()
+    for f in fields(cls):
+        flag, default, kind = "--" + f.name.replace("_", "-"), getattr(defaults, f.name), str(f.type)
         if isinstance(default, bool): ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif f.name in ("data", "data_weights"): ap.add_argument(flag, nargs="+", type=float if f.name == "data_weights" else str, default=default)
-        elif "int" in str(types[f.name]): ap.add_argument(flag, type=int, default=default)
-        elif "float" in str(types[f.name]): ap.add_argument(flag, type=float, default=default)
+        elif "list" in kind: ap.add_argument(flag, nargs=f.metadata.get("nargs", "+"), type=f.metadata.get("type", str), default=default)
+        elif "int" in kind: ap.add_argument(flag, type=int, default=default)
+        elif "float" in kind: ap.add_argument(flag, type=float, default=default)
         else: ap.add_argument(flag, default=default)
-    args = ap.parse_args(argv)
-    cfg = TrainConfig(**vars(args))
+    return ap
+
+def run_cli(ap, cls, run, argv) -> int:
+    "Parse `argv` into a `cls`, call `run` on it, and turn errors into one line and an exit code (2 bad input, 3 stopped)."
+    cfg = cls(**vars(config_parser(ap, cls).parse_args(argv)))
     try:
-        train(cfg); code = 0
+        run(cfg); code = 0
     except (ValueError, FileNotFoundError) as e:
-        print(f"gpt3dev_train: error: {e}", file=sys.stderr); code = 2
+        print(f"{ap.prog}: error: {e}", file=sys.stderr); code = 2
     except RuntimeError as e:
-        print(f"gpt3dev_train: error: {e}", file=sys.stderr); code = 3
+        print(f"{ap.prog}: error: {e}", file=sys.stderr); code = 3
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and argv is None:   # a torchrun process: every file is written and closed;
         sys.stdout.flush(); sys.stderr.flush(); os._exit(code)       # skip interpreter teardown, where gloo can still hang
     return code
