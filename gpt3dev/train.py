@@ -292,19 +292,13 @@ def _shard_optimizer_state(opt, osd: dict) -> dict:
 
 # %% ../nbs/07_train.ipynb #ee4f4a30
 def plot_losses(metrics: Path, path: Path):
-    "Save a picture of the training and validation loss and the learning rate of a run's `metrics.jsonl`."
+    "Save `gpt3dev.widgets.plot_metrics`' picture of a run's `metrics.jsonl` (loss, validation loss, learning rate) to `path`."
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [json.loads(l) for l in Path(metrics).read_text().splitlines() if l.strip()]
-    ok = [r for r in rows if r.get("loss") is not None]
-    fig, (ax, lx) = plt.subplots(1, 2, figsize=(11, 4))
-    ax.plot([r["tokens"] for r in ok], [r["loss"] for r in ok], lw=0.8, label="train")
-    val = [r for r in ok if "val_loss" in r]
-    if val: ax.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
-    ax.set_xlabel("tokens"); ax.set_ylabel("loss"); ax.legend(); ax.set_title("loss")
-    lx.plot([r["tokens"] for r in rows], [r["lr"] for r in rows]); lx.set_xlabel("tokens"); lx.set_title("learning rate")
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    from gpt3dev.widgets import plot_metrics
+    fig = plot_metrics(metrics)
+    fig.savefig(path, dpi=100); plt.close(fig)
 
 # %% ../nbs/07_train.ipynb #cb199f95
 def train(cfg: TrainConfig, model=None, tokenizer=None, data=None, sample_prompt: list[int] | None = None) -> dict:
