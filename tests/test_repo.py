@@ -38,7 +38,7 @@ def test_readme_example_is_the_tested_notebook_code():
 def test_readme_prose_matches_index():
     readme = (ROOT / "README.md").read_text()
     md, _ = index_notebook()
-    norm = lambda s: re.sub(r"\s+", " ", s).strip()
+    norm = lambda s: re.sub(r"\s+", " ", s.replace("](nbs/images/", "](images/")).strip()   # pictures: paths from the root vs nbs/
     for para in re.split(r"\n\s*\n", md):
         para = para.strip()
         if para and not para.startswith("```") and not para.startswith("# gpt3dev"):
@@ -81,3 +81,14 @@ def test_slow_and_cuda_cells_are_opt_in():
             src = "".join(cell["source"])
             used |= set(re.findall(r"^#\|\s*(slow|cuda)\s*$", src, flags=re.M))
     assert used <= set(flags)
+
+
+def test_pictures_exist():
+    "Every picture README.md and the notebooks show is in the repository."
+    refs = [(ROOT, p) for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (ROOT / "README.md").read_text())]
+    for nb in (ROOT / "nbs").rglob("*.ipynb"):
+        cells = json.loads(nb.read_text())["cells"]
+        refs += [(nb.parent, p) for c in cells if c["cell_type"] == "markdown" for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", "".join(c["source"]))]
+    assert len(refs) >= 5
+    missing = [str(base / p) for base, p in refs if not p.startswith("http") and not (base / p).is_file()]
+    assert not missing, f"pictures not found: {missing}"
