@@ -59,18 +59,22 @@ class _CallbackStreamer(TextStreamer):
     def on_finalized_text(self, text: str, stream_end: bool = False):
         if text: self.callback(text)
 
-def encode_prompt(tokenizer, prompt: str, chat: bool = False) -> torch.Tensor:
-    "Token ids [1, T] of `prompt`, or of a one-turn chat rendered by the tokenizer's chat template."
-    if not prompt or not prompt.strip(): raise ValueError("the prompt is empty")
+def encode_prompt(tokenizer, prompt: str | list[dict], chat: bool = False) -> torch.Tensor:
+    "Token ids [1, T] of `prompt`; with `chat`, of a user turn (or of a whole conversation, a list of messages) in the chat template."
+    if isinstance(prompt, list):
+        if not chat: raise ValueError("a list of messages needs chat=True")
+        if not prompt or not prompt[-1].get("content", "").strip(): raise ValueError("the prompt is empty")
+    elif not prompt or not prompt.strip(): raise ValueError("the prompt is empty")
     if chat:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("this tokenizer has no chat template: --chat needs a chat (fine-tuned) model")
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=False)
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
         return torch.tensor([ids])
     return tokenizer(prompt, return_tensors="pt").input_ids
 
 @torch.no_grad()
-def generate_text(model, tokenizer, prompt: str, settings: SamplingConfig | None = None, chat: bool = False,
+def generate_text(model, tokenizer, prompt: str | list[dict], settings: SamplingConfig | None = None, chat: bool = False,
                   stream=None, **overrides) -> list[str]:
     "The continuations of `prompt` (one per returned sequence); `stream(text)` gets pieces as they come."
     settings = settings or SamplingConfig()
@@ -88,6 +92,25 @@ def generate_text(model, tokenizer, prompt: str, settings: SamplingConfig | None
     return [tokenizer.decode(seq[ids.shape[1]:], skip_special_tokens=True) for seq in out]
 
 # %% ../nbs/09_generate.ipynb #f51be846
+def _converse(model, tokenizer, settings: SamplingConfig, system: str | None = None) -> int:
+    "Chat on standard input and output: each line a user turn; the conversation so far is the context."
+    history = [{"role": "system", "content": system}] if system else []
+    n_ctx = context_length(model)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive: print("you> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() in ("/exit", "/quit"): return 0
+        if not line.strip(): continue
+        history.append({"role": "user", "content": line.rstrip("\n")})
+        while n_ctx is not None and len(history) > 1 + bool(system) and \
+                encode_prompt(tokenizer, history, chat=True).shape[1] + settings.max_new_tokens > n_ctx:
+            del history[bool(system):bool(system) + 2]        # forget the oldest exchange
+        print("assistant> ", end="", flush=True)
+        answer = generate_text(model, tokenizer, history, settings, chat=True, stream=lambda t: print(t, end="", flush=True))[0]
+        print(flush=True)
+        history.append({"role": "assistant", "content": answer})
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `gpt3dev_generate`."
     ap = argparse.ArgumentParser(prog="gpt3dev_generate", description="Generate text from a gpt3dev (or any causal LM) checkpoint.")
@@ -101,14 +124,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-return-sequences", type=int, default=1)
     ap.add_argument("--seed", type=int)
     ap.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn in the model's chat template")
+    ap.add_argument("--interactive", action="store_true", help="with --chat: a conversation, one user turn per input line")
+    ap.add_argument("--system", help="with --chat: a system message before the conversation")
     ap.add_argument("--device", default="auto"); ap.add_argument("--dtype", default="auto")
     ap.add_argument("--trust-remote-code", action="store_true")
     args = ap.parse_args(argv)
     try:
         settings = SamplingConfig(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty,
                                   args.no_repeat_ngram_size, args.num_return_sequences, args.seed)
+        if (args.interactive or args.system) and not args.chat: raise ValueError("--interactive and --system need --chat")
+        if args.interactive:
+            if settings.num_return_sequences != 1: raise ValueError("--interactive shows one answer: --num-return-sequences must be 1")
+            model, tokenizer = load_pretrained(args.model, args.device, args.dtype, args.trust_remote_code)
+            return _converse(model, tokenizer, settings, args.system)
         prompt = args.prompt if args.prompt is not None else sys.stdin.read()
-        if not prompt.strip(): raise ValueError("the prompt is empty (give --prompt or text on standard input)")
+        if args.system: prompt = [{"role": "system", "content": args.system}, {"role": "user", "content": prompt}]
+        if not (prompt[-1]["content"] if isinstance(prompt, list) else prompt).strip(): raise ValueError("the prompt is empty (give --prompt or text on standard input)")
         model, tokenizer = load_pretrained(args.model, args.device, args.dtype, args.trust_remote_code)
         if settings.num_return_sequences == 1:
             if not args.chat: print(prompt, end="", flush=True)

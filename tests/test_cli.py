@@ -141,6 +141,9 @@ def test_sft_cli_trains_resumes_and_chats(tiny_checkpoint, tmp_path):
     r = subprocess.run(["gpt3dev_generate", "--model", str(out / "hf"), "--chat", "--prompt", "Hello", "--max-new-tokens", "8",
                         "--temperature", "0"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and len(r.stdout) > 1, r.stderr     # an untrained model may answer in blanks; it answers
+    r = subprocess.run(["gpt3dev_generate", "--model", str(out / "hf"), "--chat", "--interactive", "--system", "Be brief.", "--max-new-tokens", "6",
+                        "--temperature", "0"], input="Hello\n\nHow are you?\n/exit\nnot read\n", capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.count("assistant> ") == 2, (r.stdout, r.stderr)   # two turns; the blank line is skipped
     r = subprocess.run(["gpt3dev_generate", "--model", str(tiny_checkpoint), "--chat", "--prompt", "Hello"], capture_output=True, text=True)
     assert r.returncode == 2 and "no chat template" in r.stderr.strip().splitlines()[-1]
     r = subprocess.run(args + ["--out", str(tmp_path / "bad"), "--caps", "1"], capture_output=True, text=True)
