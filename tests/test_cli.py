@@ -127,13 +127,13 @@ INSTRUCT = SHARED / "data" / "instruct"
 def test_sft_cli_trains_resumes_and_chats(tiny_checkpoint, tmp_path):
     out = tmp_path / "sft"
     args = ["gpt3dev_sft", "--model", str(tiny_checkpoint), "--data", str(INSTRUCT / "code_alpaca_2k.json"), str(INSTRUCT / "glaive_toolcall_en_demo.json"),
-            "--caps", "120", "40", "--out", str(out), "--block-size", "128", "--epochs", "1", "--lr", "1e-3", "--batch-size", "4",
+            "--caps", "60", "20", "--out", str(out), "--block-size", "128", "--epochs", "1", "--lr", "1e-3", "--batch-size", "4",
             "--ckpt-steps", "10", "--eval-steps", "10", "--eval-batches", "2", "--skip-gen", "--wandb", "disabled", "--no-progress"]
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     stats = json.loads((out / "data_stats.json").read_text())
-    assert stats[str(INSTRUCT / "code_alpaca_2k.json")]["kept"] == 120 and stats[str(INSTRUCT / "glaive_toolcall_en_demo.json")]["kept"] == 40
+    assert stats[str(INSTRUCT / "code_alpaca_2k.json")]["kept"] == 60 and stats[str(INSTRUCT / "glaive_toolcall_en_demo.json")]["kept"] == 20
     # resuming a finished run from its last checkpoint changes nothing and says so by logging no new steps
     r = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
