@@ -101,7 +101,7 @@ def _score_plain(model, items, batch_size, side, pad, device, bar):
         bar.update(len(batch))
     return scores
 
-def _score_shared(model, items, batch_size, pad, device, bar):
+def _score_shared(model, items, batch_size, pad, device, bar, window):
     "Each distinct context once (left-padded, KV cache on); its continuations from copies of its cache."
     body, head = _split_head(model)
     cache_kw = _cache_kwarg(body)
@@ -123,6 +123,7 @@ def _score_shared(model, items, batch_size, pad, device, bar):
             xids, xmask = _pad([c[:-1] for *_, c in longer], max(len(c) - 1 for *_, c in longer), "right", pad)
             ctx_mask = mask.to(device).index_select(0, idx)
             pos = ctx_mask.sum(-1, keepdim=True) + torch.arange(xids.shape[1], device=device)
+            pos = pos.clamp(max=window - 1)      # padding after a short continuation: masked, but its position must exist
             hx = body(xids.to(device), attention_mask=torch.cat([ctx_mask, xmask.to(device)], 1), position_ids=pos,
                       use_cache=True, **{cache_kw: cache}).last_hidden_state
             for j, (i, r, cont) in enumerate(longer): rows[i] = torch.cat([rows[i], hx[j, :len(cont) - 1]])
@@ -151,11 +152,11 @@ def loglikelihood(model, tokenizer, requests, batch_size: int = 16, max_length: 
     if shared:   # check the shared path against the plain computation on a few requests first
         probe = sorted(set(items), key=lambda it: (-len(it[1]), it))[:2]
         with tqdm(disable=True) as quiet:
-            a, b = _score_shared(model, probe, 2, pad, device, quiet), _score_plain(model, probe, 1, "right", pad, device, quiet)
+            a, b = _score_shared(model, probe, 2, pad, device, quiet, window), _score_plain(model, probe, 1, "right", pad, device, quiet)
         shared = all(abs(a[k][0] - b[k][0]) <= 1e-4 * max(1.0, abs(b[k][0])) and a[k][1] == b[k][1] for k in probe)
     with tqdm(total=len({it[0] for it in items} if shared else {c + x[:-1] for c, x in items}), desc=desc,
               disable=not progress, leave=False) as bar:
-        scores = (_score_shared(model, items, batch_size, pad, device, bar) if shared
+        scores = (_score_shared(model, items, batch_size, pad, device, bar, window) if shared
                   else _score_plain(model, items, batch_size, padding_side, pad, device, bar))
     return [scores[item] for item in items]
 

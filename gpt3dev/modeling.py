@@ -180,10 +180,13 @@ class GPT3DevModel(GPT3DevPreTrainedModel):
                 raise ValueError(f"document_ids must be [batch, seq] = {[B, T]} and come without cached tokens, got {list(document_ids.shape)} with {past} cached")
             if position_ids is None: position_ids = document_positions(document_ids)
         if position_ids is None:
+            if past + T > self.config.n_positions:
+                raise ValueError(f"sequence of {past + T} tokens ({past} cached + {T} new) is longer than the model's "
+                                 f"n_positions={self.config.n_positions}: shorten the prompt or generate fewer tokens")
             position_ids = torch.arange(past, past + T, device=inputs_embeds.device)[None]
-        if past + T > self.config.n_positions or int(position_ids.max()) >= self.config.n_positions:
-            raise ValueError(f"sequence of {past + T} tokens ({past} cached + {T} new) is longer than the model's "
-                             f"n_positions={self.config.n_positions}: shorten the prompt or generate fewer tokens")
+        elif int(position_ids.max()) >= self.config.n_positions:   # a left-padded cache may hold more slots than positions
+            raise ValueError(f"position {int(position_ids.max())} is beyond the model's n_positions={self.config.n_positions}: "
+                             f"shorten the prompt or generate fewer tokens")
         if attention_mask is not None:
             if attention_mask.dim() != 2 or attention_mask.shape != (B, past + T):
                 raise ValueError(f"attention_mask must be [batch, cached + new tokens] = {[B, past + T]}, got {list(attention_mask.shape)}")
