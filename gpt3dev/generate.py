@@ -15,7 +15,7 @@ from transformers import TextStreamer
 from .core import context_length, load_pretrained
 
 # %% auto #0
-__all__ = ['SamplingConfig', 'encode_prompt', 'generate_text', 'main']
+__all__ = ['SamplingConfig', 'encode_prompt', 'generate_ids', 'generate_text', 'main']
 
 # %% ../nbs/09_generate.ipynb #4a11f70c
 @dataclass
@@ -74,21 +74,24 @@ def encode_prompt(tokenizer, prompt: str | list[dict], chat: bool = False) -> to
     return tokenizer(prompt, return_tensors="pt").input_ids
 
 @torch.no_grad()
-def generate_text(model, tokenizer, prompt: str | list[dict], settings: SamplingConfig | None = None, chat: bool = False,
-                  stream=None, **overrides) -> list[str]:
-    "The continuations of `prompt` (one per returned sequence); `stream(text)` gets pieces as they come."
-    settings = settings or SamplingConfig()
-    if overrides: settings = SamplingConfig(**{**asdict(settings), **overrides})
+def generate_ids(model, tokenizer, prompt: str | list[dict], settings: SamplingConfig, chat: bool = False, **extra) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(prompt ids, generated sequences)`: `prompt` encoded, checked against the model's context, and sampled as `settings` say; `extra` goes to `generate` (a streamer, logits processors)."
     ids = encode_prompt(tokenizer, prompt, chat).to(next(model.parameters()).device)
     n_ctx = context_length(model)
     if n_ctx is not None and ids.shape[1] + settings.max_new_tokens > n_ctx:
         raise ValueError(f"the prompt has {ids.shape[1]} tokens; with {settings.max_new_tokens} new tokens that exceeds the "
                          f"model's context of {n_ctx}: shorten the prompt or lower max_new_tokens")
-    if stream is not None and settings.num_return_sequences > 1: raise ValueError("streaming shows one sequence: set num_return_sequences=1")
     if settings.seed is not None: torch.manual_seed(settings.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=pad, **settings.generate_kwargs(),
-                         streamer=_CallbackStreamer(tokenizer, stream) if stream else None)
+    return ids, model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=pad, **settings.generate_kwargs(), **extra)
+
+def generate_text(model, tokenizer, prompt: str | list[dict], settings: SamplingConfig | None = None, chat: bool = False,
+                  stream=None, **overrides) -> list[str]:
+    "The continuations of `prompt` (one per returned sequence); `stream(text)` gets pieces as they come."
+    settings = settings or SamplingConfig()
+    if overrides: settings = SamplingConfig(**{**asdict(settings), **overrides})
+    if stream is not None and settings.num_return_sequences > 1: raise ValueError("streaming shows one sequence: set num_return_sequences=1")
+    ids, out = generate_ids(model, tokenizer, prompt, settings, chat, streamer=_CallbackStreamer(tokenizer, stream) if stream else None)
     return [tokenizer.decode(seq[ids.shape[1]:], skip_special_tokens=True) for seq in out]
 
 # %% ../nbs/09_generate.ipynb #f51be846

@@ -157,7 +157,7 @@ _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
 def _from_hh(row):
     text = _text(row.get("chosen", row.get("text")), "the transcript")
-    parts = _HH_TURN.split("\n\n" + text.lstrip("\n") if not text.startswith("\n\n") else text)
+    parts = _HH_TURN.split("\n\n" + text.lstrip("\n"))
     if parts[0].strip(): raise BadRow("malformed: text before the first Human:/Assistant: turn")
     return [{"role": "user" if who == "Human" else "assistant", "content": said.strip()} for who, said in zip(parts[1::2], parts[2::2])]
 

@@ -321,11 +321,10 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, data=None, sample_prompt
     seed_everything(cfg.seed)
 
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.tokenizer)
-    if model is not None: pass
-    elif cfg.init_from:
+    if model is None and cfg.init_from:
         from gpt3dev.core import load_pretrained
         model = load_pretrained(cfg.init_from, device="cpu")[0]
-    else:
+    elif model is None:
         model = GPT3DevForCausalLM(GPT3DevConfig.from_preset(cfg.preset, vocab_size=len(tokenizer),
                                                              bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id))
     if model.config.vocab_size < len(tokenizer):

@@ -202,20 +202,15 @@ def _probability_recorder():
             self.probs.append(torch.softmax(scores.float(), -1).cpu()); return scores
     return Recorder()
 
-@torch.no_grad()
 def generate_with_probabilities(model, tokenizer, prompt: str, settings=None, chat: bool = False, on_token=None) -> list[tuple[str, float]]:
     "Generate from `prompt`, calling `on_token(text, probability)` as each token comes; returns all `(text, probability)`."
+    from dataclasses import replace
     from transformers import LogitsProcessorList
-    from gpt3dev.generate import SamplingConfig, encode_prompt
-    settings = settings or SamplingConfig()
-    ids = encode_prompt(tokenizer, prompt, chat).to(next(model.parameters()).device)
-    if settings.seed is not None: torch.manual_seed(settings.seed)
-    got = []
-    rec = _probability_recorder()
+    from gpt3dev.generate import SamplingConfig, generate_ids
+    got, rec = [], _probability_recorder()
     streamer = _ProbabilityStreamer(tokenizer, rec, lambda t, p: (got.append((t, p)), on_token and on_token(t, p)))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    kw = {**settings.generate_kwargs(), "num_return_sequences": 1}
-    model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=pad, logits_processor=LogitsProcessorList([rec]), streamer=streamer, **kw)
+    generate_ids(model, tokenizer, prompt, replace(settings or SamplingConfig(), num_return_sequences=1), chat,
+                 logits_processor=LogitsProcessorList([rec]), streamer=streamer)
     return got
 
 def generation_playground(model, tokenizer, prompt: str = "The meaning of life is", chat: bool = False):
