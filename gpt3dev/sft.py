@@ -279,7 +279,7 @@ def load_conversations(specs: list[str], caps: list[int | None] | None = None, w
                 seen.add(k)
             kept.append(msgs)
         if not st["rows"]: raise ValueError(f"SFT data {spec!r} holds no rows")
-        rng = random.Random(f"{seed}|{spec}")
+        rng = random.Random(f"{seed}|{spec if spec.startswith('hf:') else Path(spec).name}")   # the same choice wherever the file lives
         rng.shuffle(kept)
         n = len(kept) * int(weight) + round(len(kept) * (weight - int(weight)))
         chosen = (kept * math.ceil(weight))[:n] if weight >= 1 else kept[:n]
