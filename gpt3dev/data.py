@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import glob as globlib
 import hashlib
-import json
 import os
 import random
 from pathlib import Path
+
+from .core import check_saved, from_hub, hub_error, read_jsonl
 
 # %% auto #0
 __all__ = ['EMBEDDED', 'EOT', 'embedded_documents', 'source_files', 'iter_documents', 'train_tokenizer', 'load_tokenizer',
@@ -25,19 +26,19 @@ def embedded_documents() -> list[str]:
     return [topics[k] for k in sorted(topics)]
 
 def _txt_documents(path: Path):
-    text = path.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")
+    "Paragraph blocks of a text file; a file that is mostly not UTF-8 text (binary data named .txt) is a `ValueError`."
+    text = path.read_bytes().decode("utf-8", errors="replace").replace("\r\n", "\n")
+    bad = text.count("\ufffd") + text.count("\0")
+    if bad > 0.01 * len(text):
+        raise ValueError(f"data file {path} is not text: {bad / len(text):.0%} of its characters are not UTF-8 (binary data?)")
     for block in text.split("\n\n"):
         if block.strip(): yield block.strip("\n")
 
 def _jsonl_documents(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: row = json.loads(line)
-            except json.JSONDecodeError as e: raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise ValueError(f"{path}, line {n}: no string field 'text'")
-            yield row["text"]
+    "The `text` field of each line of a JSON Lines file."
+    for n, row in enumerate(read_jsonl(path), 1):
+        if not isinstance(row.get("text"), str): raise ValueError(f"{path}: JSON object {n} has no string field 'text'")
+        yield row["text"]
 
 def _parquet_documents(path: Path):
     import pyarrow.parquet as pq
@@ -66,13 +67,23 @@ def iter_documents(spec: str, skip: int = 0):
     elif spec.startswith("hf:"):
         from datasets import load_dataset
         name, _, config = spec[3:].partition(":")
-        ds = load_dataset(name, config or None, split="train", streaming=True)
-        docs = (row["text"] for row in (ds.skip(skip) if skip else ds))
+        hint = "give a local .txt/.jsonl/.parquet file or folder instead"
+        ds = from_hub(name, lambda: load_dataset(name, config or None, split="train", streaming=True), hint)
+        docs = _hub_rows(ds.skip(skip) if skip else ds, name, hint)
         skip = 0
     else:
         docs = _read_files(source_files(spec))
     for i, d in enumerate(docs):
         if i >= skip: yield d
+
+def _hub_rows(ds, name: str, hint: str):
+    "The `text` of each row of streamed data set `ds`; the Hub failing mid-stream is the one-line error `from_hub` gives."
+    rows = iter(ds)
+    while True:
+        try: row = next(rows)
+        except StopIteration: return
+        except OSError as e: raise hub_error(name, e, hint) from None
+        yield row["text"]
 
 def _read_files(files):
     for f in files:
@@ -111,6 +122,7 @@ def load_tokenizer(spec: str = "gpt2"):
         if size and not size.isdigit(): raise ValueError(f"tokenizer spec {spec!r}: expected 'embedded' or 'embedded:<vocab size>'")
         return train_tokenizer(embedded_documents(), int(size or 4096))
     from transformers import AutoTokenizer
+    check_saved(spec, "tokenizer", ("tokenizer_config.json", "tokenizer.json", "vocab.json"))
     try: tok = AutoTokenizer.from_pretrained(spec)
     except (OSError, ValueError) as e: raise ValueError(f"cannot load tokenizer {spec!r} (a Hub id, a directory, or 'embedded'): {e}") from None
     if tok.eos_token is None:
@@ -195,16 +207,19 @@ class TokenStream:
         return torch.tensor([next(self) for _ in range(batch_size)], dtype=torch.long)
 
     def state_dict(self) -> dict:
+        "Where the stream is, as lists and numbers (a checkpoint loads it with `weights_only=True`)."
+        version, mt, gauss = self.rng.getstate()
         return {"read": list(self.read), "epochs": list(self.epochs), "buffers": [list(b) for b in self.buffers],
-                "blocks": self.blocks, "rng": self.rng.getstate(), "sources": list(self.sources), "block_size": self.block_size}
+                "blocks": self.blocks, "rng": [version, list(mt), gauss], "sources": list(self.sources), "block_size": self.block_size}
 
     def load_state_dict(self, state: dict):
+        "Continue from a `state_dict()`."
         if state["sources"] != self.sources or state["block_size"] != self.block_size:
             raise ValueError(f"data state is for sources {state['sources']} with block_size {state['block_size']}, "
                              f"not {self.sources} with block_size {self.block_size}")
         self.read, self.epochs = list(state["read"]), list(state["epochs"])
         self.buffers, self.blocks = [list(b) for b in state["buffers"]], state["blocks"]
         rng = state["rng"]
-        self.rng.setstate((rng[0], tuple(rng[1]), rng[2]))     # JSON/pickle may turn the tuple into a list
+        self.rng.setstate((rng[0], tuple(rng[1]), rng[2]))
         self._iters = [None] * len(self.sources)
         self._pending = [[] for _ in self.sources]

@@ -5,7 +5,6 @@
 # %% ../nbs/07b_sft.ipynb #3d5ebe7d
 from __future__ import annotations
 
-import argparse
 import bisect
 import hashlib
 import json
@@ -15,12 +14,13 @@ import random
 import re
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .train import TrainConfig, train
+from .core import CLIParser, arg, context_length, load_pretrained, read_jsonl, rearg, run_cli
+from .train import TrainConfig, check_out, train
 
 # %% auto #0
 __all__ = ['HARMONY_TOKENS', 'ROLES', 'CHAT_TEMPLATE', 'SHAREGPT_ROLES', 'FORMATS', 'DEFAULT_FILTERS', 'PAD_SEGMENT',
@@ -67,7 +67,10 @@ def prepare_chat_model(model, tokenizer):
     "Give `model` rows for `tokenizer`'s chat tokens (drawn from the existing rows' statistics) and stop generation at turn ends."
     with_chat_format(tokenizer)
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        from transformers.utils import logging as hf_logging
+        level = hf_logging.get_verbosity(); hf_logging.set_verbosity_error()    # its note says what this docstring says, on every run
+        try: model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        finally: hf_logging.set_verbosity(level)
     stops = stop_token_ids(tokenizer)
     model.generation_config.eos_token_id = stops
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -232,12 +235,7 @@ def read_rows(spec: str):
     path = Path(spec).expanduser()
     if not path.is_file(): raise FileNotFoundError(f"SFT data {spec!r}: no such file")
     try:
-        if path.suffix == ".jsonl":
-            with open(path, encoding="utf-8") as fh:
-                for n, line in enumerate(fh, 1):
-                    if not line.strip(): continue
-                    try: yield json.loads(line)
-                    except json.JSONDecodeError as e: yield BadRow(f"malformed: line {n} is not JSON ({e.msg})")
+        if path.suffix == ".jsonl": yield from read_jsonl(path, bad=lambda message: BadRow(f"malformed: a line that is not a JSON object ({message})"))
         elif path.suffix == ".json":
             try: rows = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as e: raise ValueError(f"SFT data {path}: not valid JSON ({e.msg}, line {e.lineno})") from None
@@ -271,7 +269,10 @@ def load_conversations(specs: list[str], caps: list[int | None] | None = None, w
                 if isinstance(row, BadRow): raise row
                 msgs = to_messages(row)
             except BadRow as e:
-                st[f"dropped: {str(e).split(' (')[0]}"] += 1; continue
+                reason = str(e).split(' (')[0]
+                if reason.startswith("malformed") and not any(k.startswith("dropped: malformed") for k in st):   # say where, once per file
+                    print(f"warning: {spec}: {e}; rows like it are dropped and counted", file=sys.stderr)
+                st[f"dropped: {reason}"] += 1; continue
             if (why := filters.reason(msgs)) is not None: st[f"dropped: {why}"] += 1; continue
             if filters.dedup:
                 k = _key(msgs)
@@ -379,20 +380,26 @@ class ChatStream:
         self.epoch, self.pos, self._order = 0, 0, None
 
     def order(self) -> list[int]:
+        "This rank's share of the current epoch's order of items."
         if self._order is None or self._order[0] != self.epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             self._order = (self.epoch, torch.randperm(len(self.items), generator=g).tolist()[self.rank::self.world])
         return self._order[1]
 
     def batch(self, n: int) -> dict:
+        "The next `n` items, collated (a new epoch starts, in a new order, when this one runs out)."
         out = []
         while len(out) < n:
             if self.pos >= len(self.order()): self.epoch, self.pos = self.epoch + 1, 0; continue
             out.append(self.items[self.order()[self.pos]]); self.pos += 1
         return collate(out, self.pad_id)
 
-    def state_dict(self) -> dict: return {"epoch": self.epoch, "pos": self.pos, "items": len(self.items)}
+    def state_dict(self) -> dict:
+        "The stream's position, for a checkpoint."
+        return {"epoch": self.epoch, "pos": self.pos, "items": len(self.items)}
+
     def load_state_dict(self, state: dict):
+        "Continue from a position `state_dict` gave; the items must be the same in number."
         if state.get("items") != len(self.items):
             raise ValueError(f"the checkpoint's data had {state.get('items')} SFT blocks, this run has {len(self.items)}: same data and settings needed to resume")
         self.epoch, self.pos = state["epoch"], state["pos"]
@@ -401,33 +408,40 @@ class ChatStream:
 @dataclass
 class SFTConfig(TrainConfig):
     "Settings of a fine-tuning run: a base model, chat datasets, and the trainer's settings."
-    model: str = ""                        # the base checkpoint: a directory or Hub id
-    out: str = "runs/sft"
-    data: list = field(default_factory=list)
-    caps: list | None = field(default=None, metadata={"type": int})       # most conversations per dataset (0: all)
-    weights: list | None = field(default=None, metadata={"type": float})  # share of each dataset: 0.5 half, 2 twice
-    filters: list | None = field(default=None, metadata={"type": str, "nargs": "*"})   # filters to apply (default: all; none: no names)
-    min_chars: int = 1
-    max_chars: int = 100_000
-    dedup: bool = True
-    pack: bool = True
-    epochs: float = 3.0
-    total_tokens: int = 0                  # 0: from epochs
-    warmup_tokens: int = -1                # -1: 3% of the budget
-    lr: float | None = 5e-5
-    batch_size: int = 8
-    eval_steps: int = 50
-    ckpt_steps: int = 100
-    gen_steps: int = 100
-    gen_prompt: str = "Give three tips for staying healthy."
-    system: str | None = None              # a system message put before every conversation that has none
+    model: str = arg("", "the base checkpoint to fine-tune: a directory or Hub id", "model", aliases=("--init-from",), required=True)
+    out: str = rearg(TrainConfig, "out", "runs/sft")
+    preset: str = rearg(TrainConfig, "preset", "tiny", hidden=True)                 # the base model decides these three
+    dropout: float = rearg(TrainConfig, "dropout", 0.0, hidden=True)
+    tokenizer: str = rearg(TrainConfig, "tokenizer", "embedded", hidden=True)
+    data_weights: list | None = rearg(TrainConfig, "data_weights", None, hidden=True)  # --weights mixes chat datasets
+    block_size: int | None = rearg(TrainConfig, "block_size", None, shown="the model's context, at most 1024")
+    data: list = rearg(TrainConfig, "data", [], "chat datasets: .json, .jsonl or .parquet files, or hf:NAME[:CONFIG][:SPLIT]", required=True)
+    caps: list | None = arg(None, "most conversations taken from each dataset (0: all)", "data", type=int, shown="all")
+    weights: list | None = arg(None, "share of each dataset: 0.5 takes half of it, 2 takes it twice", "data", type=float, shown="1 each")
+    filters: list | None = arg(None, "content filters to apply, by name (the flag alone: none)", "data", type=str, nargs="*", shown="all")
+    min_chars: int = arg(1, "drop conversations with fewer characters", "data")
+    max_chars: int = arg(100_000, "drop conversations with more characters", "data")
+    dedup: bool = arg(True, "drop repeated conversations", "data")
+    pack: bool = arg(True, "pack conversations into full blocks (off: one padded conversation per row)", "data")
+    system: str | None = arg(None, "a system message put before every conversation that has none", "data")
+    epochs: float = arg(3.0, "passes over the training conversations (when --total-tokens is 0)", "schedule")
+    total_tokens: int = rearg(TrainConfig, "total_tokens", 0, "tokens to train on (0: from --epochs)")
+    warmup_tokens: int = rearg(TrainConfig, "warmup_tokens", -1, "tokens of linear learning-rate warmup (-1: 3% of the budget)")
+    lr: float | None = rearg(TrainConfig, "lr", 5e-5, shown=None)
+    seed: int = rearg(TrainConfig, "seed", 0, "seed of the data order and mix, the chat tokens' new embedding rows, and dropout")
+    batch_size: int = rearg(TrainConfig, "batch_size", 8)
+    eval_steps: int = rearg(TrainConfig, "eval_steps", 50)
+    ckpt_steps: int = rearg(TrainConfig, "ckpt_steps", 100)
+    gen_steps: int = rearg(TrainConfig, "gen_steps", 100)
+    gen_prompt: str = arg("Give three tips for staying healthy.", "the user turn answered in each sample", "evaluation", resume_free=True)
 
     def check(self):
         "Raise a `ValueError` naming the setting if a value cannot work (the budget must have been worked out)."
         return super().check() if self.check_sft() else None
 
     def check_sft(self):
-        if not self.model: raise ValueError("--model is required: the base checkpoint to fine-tune")
+        "Raise a `ValueError` naming the fine-tuning setting if a value cannot work."
+        if not (self.model or self.init_from): raise ValueError("--model is required: the base checkpoint to fine-tune")
         if not self.data: raise ValueError("--data is required: one or more datasets (files or hf:NAME)")
         if not self.epochs > 0: raise ValueError(f"--epochs must be > 0, got {self.epochs}")
         unknown = set(self.filters or []) - set(DEFAULT_FILTERS)
@@ -435,6 +449,7 @@ class SFTConfig(TrainConfig):
         for name in ("caps", "weights"):
             if getattr(self, name) and len(getattr(self, name)) != len(self.data):
                 raise ValueError(f"--{name}: {len(getattr(self, name))} values for {len(self.data)} datasets")
+        if any(c < 0 for c in self.caps or []): raise ValueError(f"--caps must be >= 0 (0: no cap), got {self.caps}")
         return self
 
 def _held_out(messages, share: float) -> bool:
@@ -450,10 +465,15 @@ def build_sft_data(cfg: SFTConfig, tokenizer, block: int, world_size: int = 1):
     with_system = lambda msgs: [{"role": "system", "content": cfg.system}, *msgs] if cfg.system and msgs[0]["role"] != "system" else msgs
     exs = [e for i in range(0, len(convs), 1024) for e in tokenize_chats(tokenizer, [with_system(c["messages"]) for c in convs[i:i + 1024]], block)]
     for c, ex in zip(convs, exs):
-        if all(l == -100 for l in ex["labels"]): stats[c["source"]]["dropped: no answer within block"] += 1; continue
+        if all(l == -100 for l in ex["labels"]):
+            stats[c["source"]]["dropped: no answer within block"] += 1; stats[c["source"]]["kept"] -= 1; continue
         splits["validation" if _held_out(c["messages"], cfg.val_share) else "train"].append(ex)
     if not splits["validation"] and len(splits["train"]) > 1: splits["validation"].append(splits["train"].pop())
-    if len(splits["train"]) < world_size: raise ValueError(f"only {len(splits['train'])} conversations survived conversion and filters: nothing to train on")
+    survived = len(splits["train"]) + len(splits["validation"])
+    if len(splits["train"]) < world_size or not splits["validation"]:
+        dropped = sum((Counter({k[9:]: v for k, v in st.items() if k.startswith("dropped: ")}) for st in stats.values()), Counter())
+        raise ValueError(f"only {survived} conversation(s) survived conversion and filters: fine-tuning needs at least {world_size + 1} "
+                         f"({world_size} to train on, one held out for validation); dropped: {dict(dropped)}")
     items = {k: pack(v, block, tokenizer.pad_token_id) if cfg.pack else v for k, v in splits.items()}
     def data(split, rank, world):
         return ChatStream(items[split], tokenizer.pad_token_id, seed=cfg.seed + (split == "validation"), rank=rank, world_size=world)
@@ -461,12 +481,13 @@ def build_sft_data(cfg: SFTConfig, tokenizer, block: int, world_size: int = 1):
 
 def sft(cfg: SFTConfig) -> dict:
     "Fine-tune `cfg.model` on `cfg.data` in the Harmony chat format; returns the last step's metrics."
-    from gpt3dev.core import load_pretrained
     cfg.check_sft()
-    model, tokenizer = load_pretrained(cfg.model, device="cpu", dtype="float32")
+    model, tokenizer = load_pretrained(cfg.model or cfg.init_from, device="cpu", dtype="float32")
     prepare_chat_model(model, tokenizer)
     model.train()
-    block = min(cfg.block_size or 1024, getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024))
+    context = context_length(model) or 1024
+    if cfg.block_size and cfg.block_size > context: raise ValueError(f"--block-size {cfg.block_size} exceeds the model's context of {context}")
+    block = min(cfg.block_size or 1024, context)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     data, train_items, stats = build_sft_data(cfg, tokenizer, block, world)
     per_step = cfg.batch_size * cfg.acc * world
@@ -474,10 +495,10 @@ def sft(cfg: SFTConfig) -> dict:
     if cfg.warmup_tokens < 0: cfg.warmup_tokens = int(0.03 * cfg.total_tokens)
     cfg.block_size = block
     cfg.check()
+    check_out(cfg)                                       # before the statistics go into --out: a finished run there is refused untouched
     if int(os.environ.get("RANK", "0")) == 0:
         out = Path(cfg.out); out.mkdir(parents=True, exist_ok=True)
         (out / "data_stats.json").write_text(json.dumps({k: dict(v) for k, v in stats.items()}, indent=2))
-        import matplotlib; matplotlib.use("Agg")
         fig = plot_filter_stats(stats); fig.savefig(out / "data_filters.png", dpi=100)
         import matplotlib.pyplot as plt; plt.close(fig)
         for spec, st in stats.items(): print(f"{spec}: kept {st['kept']} of {st['rows']}", {k[9:]: v for k, v in st.items() if k.startswith("dropped")})
@@ -487,6 +508,5 @@ def sft(cfg: SFTConfig) -> dict:
 # %% ../nbs/07b_sft.ipynb #565a391e
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `gpt3dev_sft`: 0 on success, 2 for bad input, 3 when training had to stop."
-    from gpt3dev.train import _Parser, run_cli
-    ap = _Parser(prog="gpt3dev_sft", description="Fine-tune a causal LM to chat (Harmony format) on instruction datasets.")
+    ap = CLIParser(prog="gpt3dev_sft", description="Fine-tune a causal LM to chat (Harmony format) on instruction datasets.")
     return run_cli(ap, SFTConfig, sft, argv)

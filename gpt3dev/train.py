@@ -5,19 +5,24 @@
 # %% ../nbs/07_train.ipynb #f8072f9c
 from __future__ import annotations
 
-import argparse
 import gc
 import hashlib
 import json
 import math
 import os
+import pickle
 import random
+import re
+import secrets
 import shutil
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,63 +30,68 @@ import torch
 import torch.distributed as dist
 
 from .config import PRESETS, GPT3DevConfig, flops_per_token
-from .core import get_device, get_dtype, seed_everything
+from .core import arg, CLIParser, get_device, load_pretrained, quiet_transformers, read_jsonl, run_cli, seed_everything
 from .data import TokenStream, load_tokenizer
 from .modeling import GPT3DevForCausalLM
 
 # %% auto #0
-__all__ = ['TrainConfig', 'lr_at', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state',
-           'make_optimizer', 'CPUOffload', 'plot_losses', 'train', 'main', 'config_parser', 'run_cli']
+__all__ = ['PEAK_BF16_FLOPS', 'TrainConfig', 'lr_at', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'rng_state',
+           'set_rng_state', 'make_optimizer', 'CPUOffload', 'peak_flops', 'plot_losses', 'run_record', 'check_out',
+           'prepare_out', 'resume_checkpoint', 'config_changes', 'Run', 'start_run', 'train_step',
+           'save_run_checkpoint', 'after_step', 'finish_run', 'close_run', 'report', 'StopSignals', 'train', 'main']
 
 # %% ../nbs/07_train.ipynb #5d783c6b
 @dataclass
 class TrainConfig:
     "Settings of a pretraining run."
-    out: str = "runs/tiny"
-    preset: str = "tiny"
-    init_from: str | None = None           # a checkpoint directory to start from instead of a fresh preset
-    data: list = field(default_factory=lambda: ["embedded"])
-    data_weights: list | None = field(default=None, metadata={"type": float})
-    tokenizer: str = "embedded"
-    block_size: int | None = None          # default: the model's n_positions
-    batch_size: int = 16                   # sequences per micro-batch (per process)
-    acc: int = 1                           # micro-batches per optimizer step
-    total_tokens: int = 1_500_000
-    warmup_tokens: int = 100_000
-    lr: float | None = None                # default: the preset's
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    optimizer: str = "adamw"               # or "lion"
-    dtype: str = "fp32"                    # fp32, bf16 (autocast) or fp16 (autocast + GradScaler)
-    compile: bool = False
-    gradient_checkpointing: bool = False
-    opt_state_on_cpu: bool = False
-    seed: int = 0
-    log_steps: int = 10
-    eval_steps: int = 100
-    eval_batches: int = 8
-    ckpt_steps: int = 100
-    keep_ckpts: int = 3
-    hf_save_steps: int = 0                 # 0: export only at the end
-    gen_steps: int = 200
-    gen_tokens: int = 64
-    hellaswag_steps: int = 0               # score a HellaSwag subset every N steps (0: never)
-    hellaswag_limit: int = 200
-    eval_data_dir: str | None = None       # local benchmark data (as shared/data); default: the Hub
-    skip_val: bool = False
-    skip_gen: bool = False
-    resume: bool = False
-    wandb: str = "offline"                 # online, offline or disabled
-    val_share: float = 0.01
-    max_bad_steps: int = 5
-    cross_doc_attention: bool = True       # False: attention stays within each packed document
-    dist_timeout: int = 600                # seconds a distributed collective may wait before the run fails
-    fsdp: bool = False                     # under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
-    device: str = "auto"
-    progress: bool = True
+    out: str = arg("runs/tiny", "the run's folder: metrics.jsonl, checkpoints, the Hugging Face export hf/, loss.png", "logging and checkpoints")
+    preset: str = arg("tiny", "model size: a row of the GPT-3 paper's table (gpt3-small ... gpt3-175b) or tiny", "model")
+    init_from: str | None = arg(None, "start from this checkpoint (directory or Hub id) instead of a fresh --preset model", "model", shown="a fresh model")
+    dropout: float = arg(0.0, "residual, attention and embedding dropout of a new model", "model")
+    cross_doc_attention: bool = arg(True, "attention may cross the boundaries of documents packed into one sequence", "model")
+    data: list = arg(["embedded"], "training text: embedded, files, folders or globs of .txt/.jsonl/.parquet, or hf:NAME[:CONFIG]", "data")
+    data_weights: list | None = arg(None, "sampling weight of each --data source", "data", type=float, shown="equal")
+    tokenizer: str = arg("embedded", "embedded[:VOCAB] (trained on the embedded corpus), a tokenizer directory or a Hub id", "data")
+    block_size: int | None = arg(None, "tokens per training sequence", "data", shown="the model's n_positions")
+    val_share: float = arg(0.01, "share of each source's documents held out for validation", "data")
+    seed: int = arg(0, "seed of the initial weights, the data order and dropout", "data")
+    batch_size: int = arg(16, "sequences per micro-batch (per process)", "optimisation")
+    acc: int = arg(1, "micro-batches accumulated into each optimizer step", "optimisation")
+    lr: float | None = arg(None, "peak learning rate", "optimisation", shown="the preset's")
+    optimizer: str = arg("adamw", "adamw or lion", "optimisation")
+    weight_decay: float = arg(0.1, "decoupled weight decay of the matrices (not biases, LayerNorms or embeddings)", "optimisation")
+    beta1: float = arg(0.9, "the optimizer's first-moment decay", "optimisation")
+    beta2: float = arg(0.95, "the optimizer's second-moment decay", "optimisation")
+    grad_clip: float = arg(1.0, "clip the gradients' global norm to this (0: no clipping; the norm is still logged)", "optimisation")
+    max_bad_steps: int = arg(5, "stop after this many steps in a row with a non-finite loss (each is skipped)", "optimisation", resume_free=True)
+    total_tokens: int = arg(1_500_000, "tokens to train on (sets the number of steps)", "schedule")
+    warmup_tokens: int = arg(100_000, "tokens of linear learning-rate warmup", "schedule")
+    min_lr_ratio: float = arg(0.1, "the cosine decay ends at this share of the peak learning rate", "schedule")
+    dtype: str = arg("fp32", "fp32, bf16 (autocast) or fp16 (autocast + gradient scaling)", "device and precision")
+    device: str = arg("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps", "device and precision")
+    compile: bool = arg(False, "run the model through torch.compile", "device and precision")
+    gradient_checkpointing: bool = arg(False, "recompute activations in the backward pass to save memory", "device and precision")
+    opt_state_on_cpu: bool = arg(False, "keep the optimizer state (and its update) on the CPU to save accelerator memory", "device and precision")
+    eval_steps: int = arg(100, "validation loss every N steps (and at the end)", "evaluation", resume_free=True)
+    eval_batches: int = arg(8, "batches per validation", "evaluation", resume_free=True)
+    skip_val: bool = arg(False, "no validation", "evaluation", resume_free=True)
+    hellaswag_steps: int = arg(0, "HellaSwag accuracy every N steps (0: never)", "evaluation", resume_free=True)
+    hellaswag_limit: int = arg(200, "HellaSwag examples scored each time", "evaluation", resume_free=True)
+    eval_data_dir: str | None = arg(None, "local benchmark data laid out as shared/data", "evaluation", resume_free=True, shown="the Hugging Face Hub")
+    gen_steps: int = arg(200, "print a sample every N steps (0: never)", "evaluation", resume_free=True)
+    gen_tokens: int = arg(64, "tokens per sample", "evaluation", resume_free=True)
+    skip_gen: bool = arg(False, "no samples", "evaluation", resume_free=True)
+    resume: bool = arg(False, "continue the run in --out from its newest checkpoint", "logging and checkpoints", resume_free=True)
+    overwrite: bool = arg(False, "start a new run in an --out that already holds one, replacing it", "logging and checkpoints", resume_free=True)
+    allow_changes: bool = arg(False, "with --resume: accept settings that change the run's numbers", "logging and checkpoints", resume_free=True)
+    ckpt_steps: int = arg(100, "checkpoint every N steps (and at the end)", "logging and checkpoints", resume_free=True)
+    keep_ckpts: int = arg(3, "checkpoints kept (the newest)", "logging and checkpoints", resume_free=True)
+    hf_save_steps: int = arg(0, "Hugging Face export to hf/ every N steps (0: only at the end)", "logging and checkpoints", resume_free=True)
+    log_steps: int = arg(10, "print a progress line every N steps", "logging and checkpoints", resume_free=True)
+    wandb: str = arg("offline", "Weights & Biases mode: online, offline or disabled", "logging and checkpoints", resume_free=True)
+    progress: bool = arg(True, "draw a progress bar (on a terminal or in a notebook; never into a redirected log)", "logging and checkpoints", resume_free=True)
+    fsdp: bool = arg(False, "under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP", "distributed")
+    dist_timeout: int = arg(600, "seconds a distributed collective may wait before the run fails", "distributed", resume_free=True)
 
     def check(self):
         "Raise a `ValueError` naming the setting if a value cannot work."
@@ -91,6 +101,8 @@ class TrainConfig:
         for name in ("warmup_tokens", "hf_save_steps", "gen_steps", "gen_tokens", "hellaswag_steps"):
             if getattr(self, name) < 0: raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.block_size is not None and self.block_size < 2: raise ValueError(f"--block-size must be >= 2, got {self.block_size}")
+        if not 0 <= self.dropout < 1: raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not self.grad_clip >= 0: raise ValueError(f"--grad-clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
         if self.lr is not None and not self.lr > 0: raise ValueError(f"--lr must be > 0, got {self.lr}")
         if self.optimizer not in ("adamw", "lion"): raise ValueError(f"--optimizer must be adamw or lion, got {self.optimizer!r}")
         if self.dtype not in ("fp32", "bf16", "fp16"): raise ValueError(f"--dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
@@ -130,20 +142,35 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 def load_checkpoint(path: Path) -> dict:
-    try: state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e: raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:120]})") from None
+    "A training checkpoint, loaded safely (tensors, lists and numbers only); a one-line `ValueError` naming a file that is damaged, holds other objects, or is not a checkpoint."
+    try: state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+        if found is None: raise ValueError(f"checkpoint {path} cannot be read (damaged or cut short: not a torch.save file)") from None
+        raise ValueError(f"checkpoint {path} holds pickled Python objects ({found[1]}), which are refused because loading them can "
+                         f"run code (gpt3dev's checkpoints hold only tensors, lists and numbers)") from None
+    except Exception as e: raise ValueError(f"checkpoint {path} cannot be read (damaged or cut short: {type(e).__name__}: {str(e)[:100]})") from None
     missing = [k for k in ("model", "optimizer", "step", "tokens", "rng", "data", "config") if k not in state]
     if missing: raise ValueError(f"checkpoint {path} is not a gpt3dev training checkpoint (missing {missing})")
     return state
 
 # %% ../nbs/07_train.ipynb #da17388e
 def rng_state() -> dict:
-    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    "The state of every random generator a training step may draw from, as lists, numbers and tensors."
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    s = {"python": [version, list(mt), gauss], "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+         "torch": torch.get_rng_state()}
     if torch.cuda.is_available(): s["cuda"] = torch.cuda.get_rng_state_all()
     return s
 
 def set_rng_state(s: dict):
-    random.setstate(s["python"]); np.random.set_state(s["numpy"]); torch.set_rng_state(s["torch"])
+    "Restore the generators from what `rng_state` returned."
+    version, mt, gauss = s["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = s["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(s["torch"])
     if "cuda" in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
 # %% ../nbs/07_train.ipynb #5756176d
@@ -163,59 +190,77 @@ class CPUOffload:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.master = [p.detach().to("cpu", torch.float32, copy=True).requires_grad_() for p in self.params]
         self.opt = make_optimizer(self.master, cfg, lr)
-        self.param_groups = self.opt.param_groups
+    @property
+    def param_groups(self):
+        "The inner optimizer's groups (a property: `load_state_dict` replaces them, and the trainer sets each step's lr here)."
+        return self.opt.param_groups
     def step(self):
+        "Move the gradients to the CPU, step there, and copy the new weights back."
         for p, m in zip(self.params, self.master): m.grad = None if p.grad is None else p.grad.detach().to("cpu", torch.float32)
         self.opt.step()
         with torch.no_grad():
             for p, m in zip(self.params, self.master): p.copy_(m.to(p.device, p.dtype))
     def zero_grad(self, set_to_none=True):
+        "Drop the gradients, the CPU copies' and the model's."
         self.opt.zero_grad(set_to_none=set_to_none)
         for p in self.params: p.grad = None             # the model's own gradients, which backward accumulates into
-    def state_dict(self): return {"opt": self.opt.state_dict(), "master": [m.detach() for m in self.master]}
+    def state_dict(self):
+        "The optimizer's state and the float32 master weights."
+        return {"opt": self.opt.state_dict(), "master": [m.detach() for m in self.master]}
     def load_state_dict(self, s):
+        "Restore what `state_dict` returned."
         self.opt.load_state_dict(s["opt"])
         with torch.no_grad():
             for m, v in zip(self.master, s["master"]): m.copy_(v)
 
 # %% ../nbs/07_train.ipynb #fd65e173
-def _peak_flops(device: torch.device) -> float | None:
-    "Peak dense bf16 FLOP/s of known GPUs (for MFU); None where unknown (CPUs)."
-    if device.type != "cuda": return None
-    name = torch.cuda.get_device_name(device)
-    for key, peak in (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L40", 181e12), ("A10", 125e12), ("4090", 165e12)):
-        if key in name: return peak
-    return None
+PEAK_BF16_FLOPS = {   # dense bf16 tensor-core FLOP/s from the vendor's datasheets, by the exact name CUDA reports
+    "NVIDIA H200": 989e12, "NVIDIA H200 NVL": 835e12,
+    "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H100 NVL": 835e12,
+    "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12, "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA L40S": 362e12, "NVIDIA L40": 181e12, "NVIDIA A10": 125e12,
+    "NVIDIA GeForce RTX 4090": 165e12, "NVIDIA GeForce RTX 3090": 71e12}
+
+def peak_flops(device: torch.device | str, name: str | None = None) -> float | None:
+    "Peak dense bf16 FLOP/s of `device` for MFU (`name`: the name CUDA reports, if not asked); None for CPUs and unlisted GPUs."
+    if name is None:
+        if torch.device(device).type != "cuda": return None
+        name = torch.cuda.get_device_name(device)
+    return PEAK_BF16_FLOPS.get(name)
 
 class _Log:
-    "metrics.jsonl (+ W&B) on rank 0."
-    def __init__(self, cfg, out: Path, rank: int, resume_step: int | None):
-        self.rank, self.path, self.run = rank, out / "metrics.jsonl", None
+    "metrics.jsonl and, unless disabled, a Weights & Biases run (rank 0 only)."
+    def __init__(self, cfg, out: Path, rank: int, resume_step: int | None, wandb_id: str):
+        self.rank, self.path, self.run, self.where = rank, out / "metrics.jsonl", None, None
         if rank: return
         if resume_step is not None and self.path.exists():        # drop what was logged after the checkpoint
-            rows = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= resume_step]
-            self.path.write_text("".join(r + "\n" for r in rows))
+            rows = [r for r in read_jsonl(self.path, bad=lambda error: None) if r is not None and r.get("step", 0) <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         elif resume_step is None and self.path.exists(): self.path.unlink()
         if cfg.wandb != "disabled":
             import wandb
-            run_id = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:8]   # stable: a resumed run continues its W&B run
+            settings = wandb.Settings(disable_git=True, save_code=False, silent=True)
             self.run = wandb.init(project="gpt3dev", dir=str(out), mode=cfg.wandb, config=asdict(cfg), resume="allow",
-                                  name=out.name, id=f"{out.name}-{run_id}")
+                                  name=out.name, id=wandb_id, settings=settings)
+            self.where = self.run.url if cfg.wandb == "online" else f"wandb sync {Path(self.run.dir).parent}"
     def write(self, row: dict):
+        "Append `row` (rank 0)."
         if self.rank: return
         with open(self.path, "a") as f: f.write(json.dumps(row) + "\n")
         if self.run is not None: self.run.log(row, step=row["step"])
     def close(self):
+        "Finish the W&B run."
         if self.run is not None: self.run.finish()
 
+# %% ../nbs/07_train.ipynb #13c68303
 def _export(model, tokenizer, path: Path):
-    "save_pretrained into `path` atomically (a temporary directory renamed into place)."
+    "save_pretrained into `path`, replacing a previous export only once the new one is complete."
     tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp); tokenizer.save_pretrained(tmp)
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True); path.rename(old); tmp.rename(path); shutil.rmtree(old)
-    else: tmp.rename(path)
+    with quiet_transformers(): model.save_pretrained(tmp); tokenizer.save_pretrained(tmp)
+    if path.exists(): shutil.rmtree(old, ignore_errors=True); path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
 
 def _export_from(model, fsdp: bool, rank: int, tokenizer, path: Path):
     "Export from rank 0; under FSDP every rank first helps gather the weights into a plain model. Returns what was exported."
@@ -226,6 +271,7 @@ def _export_from(model, fsdp: bool, rank: int, tokenizer, path: Path):
     if rank == 0: _export(model, tokenizer, path)
     return model
 
+# %% ../nbs/07_train.ipynb #ac46dbdc
 def _doc_kwargs(x, tokenizer, cfg) -> dict:
     "document_ids for a packed batch when attention must not cross documents: a document ends with its end-of-text."
     if cfg.cross_doc_attention: return {}
@@ -241,6 +287,7 @@ def _inputs(batch, tokenizer, cfg, device) -> dict:
 
 @torch.no_grad()
 def _validate(model, cfg, tokenizer, data, device, amp) -> float:
+    "Mean loss over `cfg.eval_batches` batches of the validation split (the same ones each time)."
     stream = data("validation", 0, 1)
     was = model.training; model.eval()
     losses = []
@@ -260,6 +307,7 @@ def _sample(model, tokenizer, cfg, device, prompt: list[int] | None = None) -> s
                              attention_mask=torch.ones_like(ids))
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
+# %% ../nbs/07_train.ipynb #7390ba93
 def _shard(model):
     "FSDP2: shard every transformer block, then the rest (embeddings, final norm, tied head) as one group."
     from torch.distributed.fsdp import fully_shard
@@ -293,214 +341,431 @@ def _shard_optimizer_state(opt, osd: dict) -> dict:
 # %% ../nbs/07_train.ipynb #ee4f4a30
 def plot_losses(metrics: Path, path: Path):
     "Save `gpt3dev.widgets.plot_metrics`' picture of a run's `metrics.jsonl` (loss, validation loss, learning rate) to `path`."
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from gpt3dev.widgets import plot_metrics
-    fig = plot_metrics(metrics)
-    fig.savefig(path, dpi=100); plt.close(fig)
+    plot_metrics(metrics).savefig(path, dpi=100)
+
+# %% ../nbs/07_train.ipynb #ed641767
+_RUN_FILES = ("metrics.jsonl", "checkpoints", "hf", "train_config.json", "loss.png", "weights_fingerprint.txt", "wandb", "hf.tmp", "hf.old")
+
+def _remove(path: Path):
+    if path.is_dir(): shutil.rmtree(path)
+    elif path.exists(): path.unlink()
+
+def run_record(out: Path) -> list[str]:
+    "What in `out` a run made that a user may want back: logged steps, checkpoints, an export. A start that failed leaves none."
+    metrics = out / "metrics.jsonl"
+    held = ["metrics.jsonl"] if metrics.is_file() and metrics.stat().st_size > 0 else []
+    if any(not p.name.endswith(".tmp") for p in (out / "checkpoints").glob("step_*")): held.append("checkpoints")
+    return held + (["hf"] if (out / "hf").exists() else [])
+
+def check_out(cfg: TrainConfig) -> Path:
+    "`cfg.out`, if a run may be written there: a folder (or nothing yet) holding no run, unless `resume` or `overwrite` says what to do."
+    out = Path(cfg.out)
+    if cfg.resume and cfg.overwrite: raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one")
+    if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file: a run needs a folder")
+    held = run_record(out)
+    if held and not (cfg.resume or cfg.overwrite):
+        if held == ["metrics.jsonl"]:
+            raise ValueError(f"{out} holds a run that stopped before its first checkpoint (metrics.jsonl): it cannot be resumed; "
+                             f"replace it with --overwrite, or choose another --out")
+        raise ValueError(f"{out} already holds a run ({', '.join(held)}): continue it with --resume, replace it with --overwrite, "
+                         f"or choose another --out")
+    return out
+
+def prepare_out(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> Path:
+    "The run's folder, checked (no run replaced by accident), cleared for `overwrite` or after a failed start, tidied after an interruption."
+    out = check_out(cfg)
+    failed_start = not cfg.resume and not run_record(out)          # at most the settings and logger files of a start that failed
+    if world_size > 1: dist.barrier()                    # every process has looked before rank 0 changes anything
+    if rank == 0:
+        if cfg.overwrite or failed_start:
+            for name in _RUN_FILES: _remove(out / name)
+        for tmp in (out / "checkpoints").glob("*.tmp"): tmp.unlink()
+        if (out / "hf.old").is_dir() and not (out / "hf").exists(): (out / "hf.old").rename(out / "hf")
+        for name in ("hf.tmp", "hf.old"): _remove(out / name)
+        out.mkdir(parents=True, exist_ok=True)
+    if world_size > 1: dist.barrier()
+    return out
+
+# %% ../nbs/07_train.ipynb #095d5965
+def resume_checkpoint(ckpt_dir: Path) -> tuple[Path, dict, list]:
+    "The newest checkpoint in `ckpt_dir` that loads, its state, and `(path, error)` for each newer one that does not."
+    found = sorted(Path(ckpt_dir).glob("step_*.pt"), reverse=True)
+    if not found: raise ValueError(f"--resume: no checkpoint in {ckpt_dir}: the run stopped before its first one; start it again without --resume")
+    bad = []
+    for path in found:
+        try: return path, load_checkpoint(path), bad
+        except ValueError as e: bad.append((path, str(e)))
+    raise ValueError(f"--resume: no checkpoint in {ckpt_dir} can be used: " + "; ".join(e for _, e in bad))
+
+def config_changes(saved: dict, cfg) -> list[str]:
+    "`name: saved -> now` for each setting of `cfg` that differs from a checkpoint's `saved` one and can change the run's numbers."
+    changes = []
+    for f in fields(cfg):
+        if f.metadata.get("resume_free") or f.name == "out": continue      # a run's folder may be moved or copied
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        old, new = saved.get(f.name, default), getattr(cfg, f.name)
+        shown = lambda v: f"None ({f.metadata['shown']})" if v is None and f.metadata.get("shown") else repr(v)   # None: what it stands for
+        if old != new: changes.append(f"{f.name}: {shown(old)} -> {shown(new)}")
+    return changes
+
+# %% ../nbs/07_train.ipynb #1a9f1d96
+def _init_processes(cfg) -> tuple[int, int, torch.device]:
+    "This process's rank, the number of processes, and its device; under torchrun the process group is started here."
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return 0, 1, get_device(cfg.device)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized(): dist.init_process_group(backend, timeout=timedelta(seconds=cfg.dist_timeout))
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda": torch.cuda.set_device(device)
+    return dist.get_rank(), dist.get_world_size(), device
+
+def _new_model(cfg, tokenizer):
+    "A fresh model of `cfg.preset` with `cfg.dropout`, sized for `tokenizer`, or the one `cfg.init_from` names."
+    if cfg.init_from:
+        if cfg.dropout: raise ValueError("--dropout sets a new model's dropout: a model from --init-from keeps its own (its config's *_pdrop)")
+        return load_pretrained(cfg.init_from, device="cpu")[0]
+    p = cfg.dropout
+    return GPT3DevForCausalLM(GPT3DevConfig.from_preset(cfg.preset, vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
+                                                        eos_token_id=tokenizer.eos_token_id, resid_pdrop=p, embd_pdrop=p, attn_pdrop=p))
+
+def _block_size(cfg, model, tokenizer) -> int:
+    "Tokens per training sequence, checked against the model's vocabulary and positions."
+    if model.config.vocab_size < len(tokenizer):
+        raise ValueError(f"the model's vocabulary ({model.config.vocab_size}) is smaller than tokenizer {cfg.tokenizer!r}'s ({len(tokenizer)})")
+    block = cfg.block_size or model.config.n_positions
+    if block > model.config.n_positions: raise ValueError(f"--block-size {block} exceeds the model's n_positions={model.config.n_positions}")
+    return block
+
+def _token_stream(cfg, tokenizer, block: int, split: str, rank: int, world_size: int) -> TokenStream:
+    "The pretraining data: `cfg.data`'s sources, mixed and packed into `block`-token blocks."
+    return TokenStream(cfg.data, tokenizer, block, cfg.data_weights, split=split, val_share=cfg.val_share, seed=cfg.seed,
+                       rank=rank, world_size=world_size)
+
+def _resume(cfg, model, rank: int, world_size: int) -> dict:
+    "The state of the newest good checkpoint, checked against this run's settings and processes, its weights loaded into `model`."
+    ckpt_dir = Path(cfg.out) / "checkpoints"
+    path, state, bad = resume_checkpoint(ckpt_dir)
+    saved_world = len(state["rng"]) if isinstance(state["rng"], list) else 1
+    if saved_world != world_size:
+        raise ValueError(f"--resume: checkpoint {path} was written by {saved_world} process(es), this run has {world_size}: "
+                         f"each process resumes its own share of the data")
+    changes = config_changes(state["config"], cfg)
+    if changes and not cfg.allow_changes:
+        raise ValueError(f"--resume: checkpoint {path} was made with other settings: {'; '.join(changes)} "
+                         f"(go back to them, or pass --allow-changes if the change is meant)")
+    try: model.load_state_dict(state["model"])
+    except RuntimeError as e: raise ValueError(f"--resume: checkpoint {path} does not fit this model: {str(e).splitlines()[0]}") from None
+    if world_size > 1: dist.barrier()                   # every process has read its checkpoint before a bad one is moved
+    if rank == 0:
+        for p, error in bad:
+            print(f"warning: {error}; it is kept as {p.name}.bad and the run resumes from {path.name}", file=sys.stderr)
+            p.rename(p.with_name(p.name + ".bad"))
+        if changes: print(f"warning: --allow-changes: resuming {path} with {'; '.join(changes)}", file=sys.stderr)
+        print(f"resuming from {path} (step {state['step']}, {state['tokens']:,} tokens)", flush=True)
+    return state
+
+# %% ../nbs/07_train.ipynb #c01f0c6e
+@dataclass
+class Run:
+    "A run in progress: set up by `start_run`, advanced by `train_step` and `after_step`, ended by `finish_run` and `close_run`."
+    cfg: TrainConfig
+    model: torch.nn.Module             # the model (under FSDP, sharded in place)
+    step_model: torch.nn.Module        # what a step calls: the model, compiled and/or wrapped in DDP
+    tokenizer: object
+    data: object                       # data(split, rank, world_size) -> a stream with batch(n), state_dict(), load_state_dict()
+    stream: object                     # this process's training stream
+    opt: object
+    scaler: torch.amp.GradScaler
+    amp: object                        # the autocast context (a null one in fp32)
+    device: torch.device
+    rank: int
+    world_size: int
+    fsdp: bool
+    peak_lr: float
+    block: int
+    sample_prompt: list | None = None
+    total_steps: int = 0
+    step: int = 0
+    tokens: int = 0
+    bad: int = 0                       # steps in a row with a non-finite loss or gradient
+    saved_step: int = 0                # the step of the newest checkpoint
+    wandb_id: str = ""
+    row: dict = field(default_factory=dict)
+    log: object = None
+    bar: object = None
+    clock: tuple = (0.0, 0)            # (time, tokens) at the last step, for tokens/s
+    flops_per_token: float = 0.0
+    peak_flops: float | None = None
+    hellaswag: dict | None = None      # HellaSwag's documents for `hellaswag_steps`, read once at the start
+
+    @property
+    def distributed(self) -> bool:
+        "Whether several processes train together."
+        return self.world_size > 1
+    @property
+    def out(self) -> Path:
+        "The run's folder."
+        return Path(self.cfg.out)
+    @property
+    def tokens_per_step(self) -> int:
+        "Tokens in one optimizer step, over all processes."
+        return self.cfg.batch_size * self.cfg.acc * self.world_size * self.block
+    def say(self, text: str):
+        "Print `text` (above the progress bar when there is one)."
+        if self.bar is not None: self.bar.write(text)
+        else: print(text, flush=True)
+
+# %% ../nbs/07_train.ipynb #0dfc2e34
+def _restore(run: Run, state: dict):
+    "Continue `run` from checkpoint `state`: optimizer, scaler, data position, random generators, step and tokens."
+    run.opt.load_state_dict(_shard_optimizer_state(run.opt, state["optimizer"]) if run.fsdp else state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    per_rank = isinstance(state["rng"], list)          # a distributed run saved each process's RNG and data position
+    run.stream.load_state_dict(state["data"][run.rank] if per_rank else state["data"])
+    set_rng_state(state["rng"][run.rank] if per_rank else state["rng"])
+    run.step, run.tokens, run.bad = state["step"], state["tokens"], state.get("bad", 0)
+    run.saved_step = run.step
+    run.wandb_id = state.get("wandb_id") or f"{run.out.name}-{hashlib.sha1(str(run.out.resolve()).encode()).hexdigest()[:8]}"
+
+def _hellaswag_docs(cfg: TrainConfig) -> dict:
+    "The HellaSwag documents `hellaswag_steps` scores, read before anything else (a missing file stops the run before it starts)."
+    from gpt3dev.evaluation import task_docs
+    try: return {"hellaswag": task_docs("hellaswag", cfg.eval_data_dir, cfg.hellaswag_limit)}
+    except (ValueError, FileNotFoundError) as e: raise ValueError(str(e).replace("--data-dir", "--eval-data-dir")) from None
+
+def start_run(cfg: TrainConfig, model=None, tokenizer=None, data=None, sample_prompt: list[int] | None = None) -> Run:
+    "Stage 1: processes, output folder, tokenizer, model, data, optimizer and logging; with `cfg.resume`, the newest good checkpoint."
+    cfg.check()
+    rank, world_size, device = _init_processes(cfg)
+    hellaswag = _hellaswag_docs(cfg) if cfg.hellaswag_steps and (rank == 0 or cfg.fsdp) else None
+    out = prepare_out(cfg, rank, world_size)
+    seed_everything(cfg.seed)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.tokenizer)
+    if model is not None and cfg.dropout: raise ValueError("--dropout sets a new model's dropout: a model passed in keeps its own")
+    model = model if model is not None else _new_model(cfg, tokenizer)
+    block = _block_size(cfg, model, tokenizer)
+    data = data if data is not None else partial(_token_stream, cfg, tokenizer, block)
+    state = _resume(cfg, model, rank, world_size) if cfg.resume else None
+    if cfg.gradient_checkpointing: model.gradient_checkpointing_enable()
+    model.to(device).train()
+    fsdp = world_size > 1 and cfg.fsdp
+    if cfg.fsdp and not fsdp: print("warning: --fsdp has no effect in a single process (start it with torchrun)", file=sys.stderr)
+    if fsdp: _shard(model)                             # in place: `model` is now the sharded module
+    step_model = torch.compile(model) if cfg.compile else model
+    if world_size > 1 and not fsdp: step_model = torch.nn.parallel.DistributedDataParallel(step_model)
+    peak_lr = cfg.lr or PRESETS[cfg.preset].learning_rate
+    opt = CPUOffload(model, cfg, peak_lr) if cfg.opt_state_on_cpu else make_optimizer(model.parameters(), cfg, peak_lr)
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
+    run = Run(cfg=cfg, model=model, step_model=step_model, tokenizer=tokenizer, data=data, stream=data("train", rank, world_size),
+              opt=opt, scaler=torch.amp.GradScaler(device.type, enabled=cfg.dtype == "fp16"),
+              amp=torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext(), device=device, rank=rank,
+              world_size=world_size, fsdp=fsdp, peak_lr=peak_lr, block=block, sample_prompt=sample_prompt,
+              wandb_id=f"{out.name}-{secrets.token_hex(4)}", flops_per_token=flops_per_token(model.config, block),
+              peak_flops=peak_flops(device), hellaswag=hellaswag)
+    if state is not None: _restore(run, state)
+    run.total_steps = max(1, cfg.total_tokens // run.tokens_per_step)
+    run.clock = (time.time(), run.tokens)
+    run.log = _Log(cfg, out, rank, run.step if state is not None else None, run.wandb_id)
+    if rank == 0:
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        if cfg.progress and (sys.stderr.isatty() or "ipykernel" in sys.modules):   # no bar redrawn into a log file
+            from tqdm.auto import tqdm
+            run.bar = tqdm(total=run.total_steps, initial=run.step, desc="train", dynamic_ncols=True)
+    return run
+
+# %% ../nbs/07_train.ipynb #9a64c6cd
+def train_step(run: Run) -> dict:
+    "Stage 2: one optimizer step over `acc` micro-batches (skipped if the loss or gradient is not finite); its row of metrics."
+    cfg, opt = run.cfg, run.opt
+    lr = lr_at(run.tokens, run.peak_lr, cfg.warmup_tokens, cfg.total_tokens, cfg.min_lr_ratio)
+    for g in opt.param_groups: g["lr"] = lr
+    loss_sum = 0.0
+    for micro in range(cfg.acc):
+        last = micro == cfg.acc - 1
+        inputs = _inputs(run.stream.batch(cfg.batch_size), run.tokenizer, cfg, run.device)
+        if run.fsdp: run.model.set_requires_gradient_sync(last)            # reduce-scatter once per step
+        sync = run.step_model.no_sync() if run.distributed and not run.fsdp and not last else nullcontext()
+        with sync:
+            with run.amp: loss = run.step_model(**inputs, use_cache=False).loss
+            run.scaler.scale(loss / cfg.acc).backward()
+        loss_sum += loss.detach().float().item() / cfg.acc
+    if run.scaler.is_enabled(): run.scaler.unscale_(opt)
+    gnorm = _full(torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip or math.inf)).item()   # 0: measure, never clip
+    loss_t = torch.tensor([loss_sum], dtype=torch.float64)
+    if run.distributed: dist.all_reduce(loss_t); loss_t /= run.world_size
+    run.step += 1; run.tokens += run.tokens_per_step
+    if not (math.isfinite(loss_t.item()) and math.isfinite(gnorm)):
+        run.bad += 1
+        opt.zero_grad(set_to_none=True)
+        if run.scaler.is_enabled(): run.scaler.update()
+        return {"step": run.step, "tokens": run.tokens, "loss": None, "lr": lr, "skipped": "non-finite loss or gradient"}
+    run.bad = 0
+    if run.scaler.is_enabled(): run.scaler.step(opt); run.scaler.update()
+    else: opt.step()
+    opt.zero_grad(set_to_none=True)
+    now = time.time()
+    tps = (run.tokens - run.clock[1]) / max(now - run.clock[0], 1e-9)
+    run.clock = (now, run.tokens)
+    row = {"step": run.step, "tokens": run.tokens, "loss": loss_t.item(), "lr": lr, "grad_norm": gnorm, "tokens_per_s": tps}
+    if run.peak_flops: row["mfu"] = run.flops_per_token * tps / (run.peak_flops * run.world_size)
+    return row
+
+# %% ../nbs/07_train.ipynb #07f81265
+def save_run_checkpoint(run: Run) -> Path | None:
+    "Checkpoint the run at its current step (every process takes part; rank 0 writes the file and gets its path)."
+    rngs, data_state = rng_state(), run.stream.state_dict()
+    if run.distributed:
+        gathered = [None] * run.world_size; dist.all_gather_object(gathered, {"rng": rngs, "data": data_state})
+        rngs, data_state = [g["rng"] for g in gathered], [g["data"] for g in gathered]
+    msd, osd = _full_state(run.model, run.opt) if run.fsdp else (run.model.state_dict(), run.opt.state_dict())
+    path = None
+    if run.rank == 0:
+        path = save_checkpoint({"model": msd, "optimizer": osd, "scaler": run.scaler.state_dict(), "step": run.step, "tokens": run.tokens,
+                                "bad": run.bad, "config": asdict(run.cfg), "wandb_id": run.wandb_id, "rng": rngs, "data": data_state},
+                               run.out / "checkpoints", run.step, run.cfg.keep_ckpts)
+    if run.distributed: dist.barrier()
+    run.saved_step = run.step
+    return path
+
+def _show(run: Run, row: dict):
+    "The progress bar, a line every `log_steps` (and with each validation), and the sample."
+    if run.bar is not None:
+        run.bar.update(1)
+        if row["loss"] is not None: run.bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+    if run.rank or row["loss"] is None: return
+    if run.step % run.cfg.log_steps == 0 or "val_loss" in row:
+        run.say(f"step {run.step}/{run.total_steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  {row['tokens_per_s']:,.0f} tok/s" +
+                (f"  val_loss {row['val_loss']:.4f}" if "val_loss" in row else ""))
+    if "sample" in row: run.say(f"sample: {row['sample'][:200]!r}")
+
+def after_step(run: Run, row: dict):
+    "Stage 3: validation, HellaSwag and a sample when due, the row logged and shown, a checkpoint and an export when due."
+    cfg, step = run.cfg, run.step
+    def due(every): return bool(every) and (step % every == 0 or step == run.total_steps)
+    evaluates = run.rank == 0 or run.fsdp               # under FSDP every process holds a share of the weights evaluation needs
+    if row["loss"] is not None:
+        if not cfg.skip_val and due(cfg.eval_steps):
+            vl = _validate(run.model, cfg, run.tokenizer, run.data, run.device, run.amp) if evaluates else 0.0
+            row.update(val_loss=vl, val_ppl=math.exp(min(vl, 50)))
+        if evaluates and due(cfg.hellaswag_steps):
+            from gpt3dev.evaluation import evaluate
+            hs = evaluate(run.model, run.tokenizer, "hellaswag", data_dir=cfg.eval_data_dir, limit=cfg.hellaswag_limit, batch_size=cfg.batch_size,
+                          docs=run.hellaswag)
+            row.update(hellaswag_acc=hs["hellaswag"]["acc"], hellaswag_acc_norm=hs["hellaswag"]["acc_norm"])
+        if evaluates and not cfg.skip_gen and due(cfg.gen_steps):
+            row["sample"] = _sample(run.model, run.tokenizer, cfg, run.device, run.sample_prompt)   # under FSDP every rank samples the same tokens
+    run.row = row
+    run.log.write(row)
+    _show(run, row)
+    if row["loss"] is None:
+        if run.bad >= cfg.max_bad_steps:
+            raise RuntimeError(f"{run.bad} steps with a non-finite loss or gradient (the last at step {step}): stopping; "
+                               f"lower --lr or try --dtype fp32, then --resume")
+        return
+    if due(cfg.ckpt_steps): save_run_checkpoint(run)
+    if cfg.hf_save_steps and step % cfg.hf_save_steps == 0: _export_from(run.model, run.fsdp, run.rank, run.tokenizer, run.out / "hf")
+
+# %% ../nbs/07_train.ipynb #fad3d75d
+def finish_run(run: Run):
+    "Stage 4, for a run that reached its last step: the same weights on every process, the export to hf/, loss.png, the weights' fingerprint."
+    if run.distributed and not run.fsdp:                 # every rank must end with the same weights (FSDP keeps one copy)
+        fp = torch.tensor([sum(p.detach().double().sum().item() for p in run.model.parameters())], dtype=torch.float64)
+        prints = [torch.zeros(1, dtype=torch.float64) for _ in range(run.world_size)]; dist.all_gather(prints, fp)
+        if any(p.item() != prints[0].item() for p in prints): raise RuntimeError(f"ranks ended with different weights: {[p.item() for p in prints]}")
+    final = _export_from(run.model, run.fsdp, run.rank, run.tokenizer, run.out / "hf")
+    if run.rank == 0:
+        plot_losses(run.out / "metrics.jsonl", run.out / "loss.png")
+        (run.out / "weights_fingerprint.txt").write_text(repr(sum(p.detach().double().sum().item() for p in final.parameters())))
+
+def close_run(run: Run):
+    "Close the progress bar and the log and leave the process group (after an error too)."
+    if run.bar is not None: run.bar.close()
+    if run.log is not None: run.log.close()
+    if run.distributed and dist.is_initialized():
+        # gloo's exit deadlock: destroying the process group joins its worker threads while holding the GIL,
+        # and a worker may still need the GIL to free the last collective's tensors. Let them finish first.
+        time.sleep(0.5)
+        run.step_model = None; gc.collect()              # DDP's reducer holds the group too
+        dist.destroy_process_group()
+
+def report(run: Run) -> str:
+    "What a finished run says last: where the model is, and how to use it."
+    hf, row = run.out / "hf", run.row
+    loss = f", loss {row['loss']:.3f}" if row.get("loss") is not None else ""
+    val = f", validation loss {row['val_loss']:.3f}" if "val_loss" in row else ""
+    chat = " --chat" if getattr(run.tokenizer, "chat_template", None) else ""
+    lines = [f"done: {run.step} steps, {run.tokens:,} tokens{loss}{val}",
+             f"the model: {hf}  (metrics: {run.out / 'metrics.jsonl'}, curves: {run.out / 'loss.png'})",
+             f"try it:    gpt3dev_generate --model {hf}{chat} --prompt 'Hello'",
+             f"in Python: import gpt3dev.modeling; AutoModelForCausalLM.from_pretrained('{hf}')  (transformers)"]
+    if run.log is not None and run.log.where: lines.append(f"W&B:       {run.log.where}")
+    return "\n".join(lines)
+
+# %% ../nbs/07_train.ipynb #92ffc011
+class StopSignals:
+    "While active, a first Ctrl-C (SIGINT) or SIGTERM is recorded in `signum` for the loop to act on; a second raises KeyboardInterrupt."
+    def __init__(self, announce: bool = True): self.signum, self.announce, self._old = None, announce, {}
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():      # Python delivers signals to the main thread only
+            for s in (signal.SIGINT, signal.SIGTERM): self._old[s] = signal.signal(s, self._handle)
+        return self
+    def _handle(self, signum, frame):
+        again, self.signum = self.signum is not None, signum
+        if again: raise KeyboardInterrupt
+        if self.announce: print(f"{_signal_name(signum)}: stopping after the step in flight, with a checkpoint (again to stop at once)",
+                                file=sys.stderr, flush=True)
+    def __exit__(self, *exc):
+        for s, handler in self._old.items(): signal.signal(s, handler)
+        self._old = {}
+
+def _stop_requested(run: Run, stop: StopSignals) -> bool:
+    "Whether any process was asked to stop: all of them stop after the same step."
+    if not run.distributed: return stop.signum is not None
+    flag = torch.tensor([stop.signum or 0], device=run.device); dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and stop.signum is None: stop.signum = int(flag.item())
+    return bool(flag.item())
+
+def _signal_name(signum: int) -> str:
+    "How a person knows the signal."
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
 
 # %% ../nbs/07_train.ipynb #cb199f95
+def _stopped(run: Run, signum: int) -> str:
+    "Checkpoint a run stopped by a signal (unless this step has one) and say how to go on."
+    path = save_run_checkpoint(run) if run.step and run.saved_step != run.step else latest_checkpoint(run.out / "checkpoints")
+    head = f"stopped by {_signal_name(signum)} after step {run.step} of {run.total_steps}"
+    if path is None: return f"{head}: nothing was saved yet; start it again with the same command"    # a start: --resume has nothing to resume
+    return f"{head}: checkpoint {path}; continue with the same command and --resume"
+
 def train(cfg: TrainConfig, model=None, tokenizer=None, data=None, sample_prompt: list[int] | None = None) -> dict:
     """Pretrain a model as `cfg` says; returns the last step's metrics.
 
     Fine-tuning reuses this loop by passing its own `model`, `tokenizer` and `data`: a function `data(split, rank,
     world_size)` that returns a stream for "train" or "validation" with `batch(n)` (a tensor of blocks, or a dict of
     model inputs with `labels`), `state_dict()` and `load_state_dict()`. `sample_prompt` starts the sample generations."""
-    cfg.check()
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if not dist.is_initialized(): dist.init_process_group(backend, timeout=timedelta(seconds=cfg.dist_timeout))
-        rank, world = dist.get_rank(), dist.get_world_size()
-        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if backend == "nccl" else torch.device("cpu")
-        if device.type == "cuda": torch.cuda.set_device(device)
-    else:
-        rank, world, device = 0, 1, get_device(cfg.device)
-    out = Path(cfg.out); ckpt_dir = out / "checkpoints"
-    seed_everything(cfg.seed)
-
-    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.tokenizer)
-    if model is None and cfg.init_from:
-        from gpt3dev.core import load_pretrained
-        model = load_pretrained(cfg.init_from, device="cpu")[0]
-    elif model is None:
-        model = GPT3DevForCausalLM(GPT3DevConfig.from_preset(cfg.preset, vocab_size=len(tokenizer),
-                                                             bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id))
-    if model.config.vocab_size < len(tokenizer):
-        raise ValueError(f"the model's vocabulary ({model.config.vocab_size}) is smaller than tokenizer {cfg.tokenizer!r}'s ({len(tokenizer)})")
-    block = cfg.block_size or model.config.n_positions
-    if block > model.config.n_positions: raise ValueError(f"--block-size {block} exceeds the model's n_positions={model.config.n_positions}")
-    if data is None:
-        def data(split, rank, world_size):
-            return TokenStream(cfg.data, tokenizer, block, cfg.data_weights, split=split, val_share=cfg.val_share, seed=cfg.seed,
-                               rank=rank, world_size=world_size)
-    if cfg.gradient_checkpointing: model.gradient_checkpointing_enable()
-    model.to(device).train()
-    peak_lr = cfg.lr or PRESETS[cfg.preset].learning_rate
-
-    state = None
-    if cfg.resume:
-        path = latest_checkpoint(ckpt_dir)
-        if path is None: raise ValueError(f"--resume: no checkpoint in {ckpt_dir}")
-        state = load_checkpoint(path)
-        for key in ("preset", "data", "tokenizer", "block_size", "batch_size", "acc", "seed", "optimizer"):
-            if state["config"].get(key) != getattr(cfg, key):
-                raise ValueError(f"--resume: checkpoint {path} was made with {key}={state['config'].get(key)!r}, this run has {getattr(cfg, key)!r}")
-        saved_world = len(state["rng"]) if isinstance(state["rng"], list) else 1
-        if saved_world != world:
-            raise ValueError(f"--resume: checkpoint {path} was written by {saved_world} process(es), this run has {world}: "
-                             f"each process resumes its own share of the data")
-        try: model.load_state_dict(state["model"])
-        except RuntimeError as e: raise ValueError(f"--resume: checkpoint {path} does not fit this model: {str(e).splitlines()[0]}") from None
-
-    fsdp = distributed and cfg.fsdp
-    if cfg.fsdp and not distributed: print("gpt3dev_train: --fsdp has no effect in a single process (start it with torchrun)", file=sys.stderr)
-    if fsdp: _shard(model)                                  # in place: `model` is now the sharded module
-    step_model = torch.compile(model) if cfg.compile else model
-    if distributed and not fsdp: step_model = torch.nn.parallel.DistributedDataParallel(step_model)
-    opt = CPUOffload(model, cfg, peak_lr) if cfg.opt_state_on_cpu else make_optimizer(model.parameters(), cfg, peak_lr)
-    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
-    amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "fp16")
-    stream = data("train", rank, world)
-    step = tokens = bad = 0
-    if state is not None:
-        opt.load_state_dict(_shard_optimizer_state(opt, state["optimizer"]) if fsdp else state["optimizer"]); scaler.load_state_dict(state["scaler"])
-        per_rank = isinstance(state["rng"], list)          # a distributed run saved each process's RNG and data position
-        stream.load_state_dict(state["data"][rank] if per_rank else state["data"]); set_rng_state(state["rng"][rank] if per_rank else state["rng"])
-        step, tokens, bad = state["step"], state["tokens"], state.get("bad", 0)
-    tokens_per_step = cfg.batch_size * cfg.acc * world * block
-    total_steps = max(1, cfg.total_tokens // tokens_per_step)
-    fpt, peak = flops_per_token(model.config, block), _peak_flops(device)
-    log = _Log(cfg, out, rank, step if state is not None else None)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    bar = None
-    if rank == 0 and cfg.progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
-    say = bar.write if bar is not None else (lambda text: print(text, flush=True))
-
-    def checkpoint():
-        rngs = rng_state()
-        if distributed:
-            gathered = [None] * world; dist.all_gather_object(gathered, {"rng": rngs, "data": stream.state_dict()})
-        msd, osd = _full_state(model, opt) if fsdp else (model.state_dict(), opt.state_dict())
-        if rank == 0:
-            data_state = stream.state_dict() if not distributed else [g["data"] for g in gathered]
-            save_checkpoint({"model": msd, "optimizer": osd, "scaler": scaler.state_dict(),
-                             "step": step, "tokens": tokens, "bad": bad, "config": asdict(cfg),
-                             "rng": rngs if not distributed else [g["rng"] for g in gathered], "data": data_state}, ckpt_dir, step, cfg.keep_ckpts)
-        if distributed: dist.barrier()
-
-    row, t_last, tok_last = {}, time.time(), tokens
-    try:
-        while step < total_steps:
-            lr = lr_at(tokens, peak_lr, cfg.warmup_tokens, cfg.total_tokens, cfg.min_lr_ratio)
-            for g in opt.param_groups: g["lr"] = lr
-            loss_sum = 0.0
-            for micro in range(cfg.acc):
-                inputs = _inputs(stream.batch(cfg.batch_size), tokenizer, cfg, device)
-                if fsdp: model.set_requires_gradient_sync(micro == cfg.acc - 1)   # reduce-scatter once per step
-                sync = nullcontext() if not distributed or fsdp or micro == cfg.acc - 1 else step_model.no_sync()
-                with sync:
-                    with amp: loss = step_model(**inputs, use_cache=False).loss
-                    scaler.scale(loss / cfg.acc).backward()
-                loss_sum += loss.detach().float().item() / cfg.acc
-            if scaler.is_enabled(): scaler.unscale_(opt)
-            gnorm = _full(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)).item()
-            loss_t = torch.tensor([loss_sum], dtype=torch.float64)
-            if distributed: dist.all_reduce(loss_t); loss_t /= world
-            step += 1; tokens += tokens_per_step
-            if not (math.isfinite(loss_t.item()) and math.isfinite(gnorm)):
-                bad += 1
-                opt.zero_grad(set_to_none=True)
-                if scaler.is_enabled(): scaler.update()
-                log.write({"step": step, "tokens": tokens, "loss": None, "lr": lr, "skipped": "non-finite loss or gradient"})
-                if bad >= cfg.max_bad_steps:
-                    raise RuntimeError(f"{bad} steps with a non-finite loss or gradient (the last at step {step}): stopping; "
-                                       f"lower --lr or try --dtype fp32, then --resume")
-                continue
-            bad = 0
-            if scaler.is_enabled(): scaler.step(opt); scaler.update()
-            else: opt.step()
-            opt.zero_grad(set_to_none=True)
-            now = time.time()
-            tps = (tokens - tok_last) / max(now - t_last, 1e-9)
-            row = {"step": step, "tokens": tokens, "loss": loss_t.item(), "lr": lr, "grad_norm": gnorm, "tokens_per_s": tps}
-            if peak: row["mfu"] = fpt * tps / (peak * world)
-            t_last, tok_last = now, tokens
-            if not cfg.skip_val and (step % cfg.eval_steps == 0 or step == total_steps):
-                vl = _validate(model, cfg, tokenizer, data, device, amp) if rank == 0 or fsdp else 0.0
-                row.update(val_loss=vl, val_ppl=math.exp(min(vl, 50)))
-            if cfg.hellaswag_steps and (rank == 0 or fsdp) and (step % cfg.hellaswag_steps == 0 or step == total_steps):
-                from gpt3dev.evaluation import evaluate
-                hs = evaluate(model, tokenizer, "hellaswag", data_dir=cfg.eval_data_dir, limit=cfg.hellaswag_limit, batch_size=cfg.batch_size)
-                row.update(hellaswag_acc=hs["hellaswag"]["acc"], hellaswag_acc_norm=hs["hellaswag"]["acc_norm"])
-            if not cfg.skip_gen and cfg.gen_steps and (rank == 0 or fsdp) and (step % cfg.gen_steps == 0 or step == total_steps):
-                row["sample"] = _sample(model, tokenizer, cfg, device, sample_prompt)   # under FSDP every rank samples the same tokens
-            log.write(row)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tps:,.0f}", **({"mfu": f"{row['mfu']:.1%}"} if "mfu" in row else {}))
-            if rank == 0 and (step % cfg.log_steps == 0 or "val_loss" in row):
-                say(f"step {step}/{total_steps}  loss {row['loss']:.4f}  lr {lr:.2e}  {tps:,.0f} tok/s" +
-                    (f"  val_loss {row['val_loss']:.4f}" if "val_loss" in row else ""))
-            if "sample" in row: say(f"sample: {row['sample'][:200]!r}")
-            if step % cfg.ckpt_steps == 0 or step == total_steps: checkpoint()
-            if cfg.hf_save_steps and step % cfg.hf_save_steps == 0: _export_from(model, fsdp, rank, tokenizer, out / "hf")
-        if distributed and not fsdp:                       # every rank must end with the same weights (FSDP keeps one copy)
-            fp = torch.tensor([sum(p.detach().double().sum().item() for p in model.parameters())], dtype=torch.float64)
-            prints = [torch.zeros(1, dtype=torch.float64) for _ in range(world)]; dist.all_gather(prints, fp)
-            if any(p.item() != prints[0].item() for p in prints): raise RuntimeError(f"ranks ended with different weights: {[p.item() for p in prints]}")
-        final = _export_from(model, fsdp, rank, tokenizer, out / "hf")
-        if rank == 0:
-            plot_losses(out / "metrics.jsonl", out / "loss.png")
-            (out / "weights_fingerprint.txt").write_text(repr(sum(p.detach().double().sum().item() for p in final.parameters())))
-    finally:
-        if bar is not None: bar.close()
-        log.close()
-        if distributed:
-            # gloo's exit deadlock: destroying the process group joins its worker threads while holding the GIL,
-            # and a worker may still need the GIL to free the last collective's tensors. Let them finish first.
-            time.sleep(0.5)
-            step_model = None; gc.collect()       # DDP's reducer holds the group too
-            dist.destroy_process_group()
-    return row
+    stop, run, stopped = StopSignals(announce=int(os.environ.get("RANK", "0")) == 0), None, None
+    with stop:
+        try:
+            try:
+                run = start_run(cfg, model, tokenizer, data, sample_prompt)
+                while run.step < run.total_steps and not _stop_requested(run, stop): after_step(run, train_step(run))
+                if run.step < run.total_steps: stopped = _stopped(run, stop.signum)
+                else: finish_run(run)
+            finally:
+                if run is not None: close_run(run)
+        except KeyboardInterrupt:
+            newest = latest_checkpoint(Path(cfg.out) / "checkpoints")
+            stopped = (f"stopped at once by a second {_signal_name(stop.signum or signal.SIGINT)}: " +
+                       (f"the newest complete checkpoint is {newest}; continue with the same command and --resume" if newest else "no checkpoint was written"))
+    rank0 = run.rank == 0 if run is not None else int(os.environ.get("RANK", "0")) == 0
+    if stopped is not None:
+        if rank0: print(stopped, file=sys.stderr, flush=True)
+        raise SystemExit(128 + (stop.signum or signal.SIGINT))
+    if rank0: print(report(run), flush=True)
+    return run.row
 
 # %% ../nbs/07_train.ipynb #960830b9
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"{self.prog}: error: {message}", file=sys.stderr); raise SystemExit(2)
-
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `gpt3dev_train`: 0 on success, 2 for bad input, 3 when training had to stop."
-    ap = _Parser(prog="gpt3dev_train", description="Pretrain a GPT-3-style model (default: the tiny preset on the embedded corpus, offline).")
+    ap = CLIParser(prog="gpt3dev_train", description="Pretrain a GPT-3-style model (default: the tiny preset on the embedded corpus, offline).")
     return run_cli(ap, TrainConfig, train, argv)
-
-def config_parser(ap: argparse.ArgumentParser, cls) -> argparse.ArgumentParser:
-    "A flag for every field of dataclass `cls`: `--total-tokens` for `total_tokens`, `--no-x` for booleans, lists take several values."
-    defaults = cls()
-    for f in fields(cls):
-        flag, default, kind = "--" + f.name.replace("_", "-"), getattr(defaults, f.name), str(f.type)
-        if isinstance(default, bool): ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif "list" in kind: ap.add_argument(flag, nargs=f.metadata.get("nargs", "+"), type=f.metadata.get("type", str), default=default)
-        elif "int" in kind: ap.add_argument(flag, type=int, default=default)
-        elif "float" in kind: ap.add_argument(flag, type=float, default=default)
-        else: ap.add_argument(flag, default=default)
-    return ap
-
-def run_cli(ap, cls, run, argv) -> int:
-    "Parse `argv` into a `cls`, call `run` on it, and turn errors into one line and an exit code (2 bad input, 3 stopped)."
-    cfg = cls(**vars(config_parser(ap, cls).parse_args(argv)))
-    try:
-        run(cfg); code = 0
-    except (ValueError, FileNotFoundError) as e:
-        print(f"{ap.prog}: error: {e}", file=sys.stderr); code = 2
-    except RuntimeError as e:
-        print(f"{ap.prog}: error: {e}", file=sys.stderr); code = 3
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and argv is None:   # a torchrun process: every file is written and closed;
-        sys.stdout.flush(); sys.stderr.flush(); os._exit(code)       # skip interpreter teardown, where gloo can still hang
-    return code

@@ -1,6 +1,7 @@
 """The console scripts, run as a user runs them: a subprocess, real files, exit codes and one-line errors."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def test_arch_saves_a_checkpoint_transformers_loads(tmp_path):
     (["--preset", "tiny", "--set", "n_embd=30"], "gpt3dev_arch: error: GPT3DevConfig.n_embd (30) must be divisible by n_head (4)"),
     (["--save", "somewhere"], "gpt3dev_arch: error: --save needs --preset"),
     (["--preset", "tiny", "--set", "n_layer"], "gpt3dev_arch: error: --set expects KEY=VALUE, got 'n_layer'"),
-    (["--preset", "tiny", "--save", "x", "--tokenizer", "/no/such/dir"], "gpt3dev_arch: error: cannot load tokenizer '/no/such/dir'"),
+    (["--preset", "tiny", "--save", "x", "--tokenizer", "/no/such/dir"], "gpt3dev_arch: error: tokenizer '/no/such/dir': no such directory"),
 ])
 def test_arch_bad_input_is_one_line_and_nonzero(args, message, tmp_path):
     r = cli(*args, cwd=tmp_path)
@@ -75,7 +76,7 @@ def test_eval_cli_writes_metrics_and_samples(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "/no/such/model"], "gpt3dev_eval: error: cannot load model '/no/such/model'"),
+    (["--model", "/no/such/model"], "gpt3dev_eval: error: model '/no/such/model': no such directory"),
     (["--limit", "0"], "gpt3dev_eval: error: --limit must be >= 1, got 0"),
     (["--run-mmlu", "--mmlu-tasks", "astrology"], "gpt3dev_eval: error: unknown MMLU subject(s) ['astrology']"),
     (["--run-mmlu", "--num-fewshot", "9", "--limit", "1", "--mmlu-tasks", "anatomy"], "gpt3dev_eval: error: MMLU num_fewshot must be 0-5"),
@@ -117,7 +118,7 @@ def test_generate_cli_bad_input(tiny_checkpoint, args, message):
 def test_generate_cli_missing_model():
     r = subprocess.run(["gpt3dev_generate", "--model", "/no/such/model", "--prompt", "hi"], capture_output=True, text=True,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("gpt3dev_generate: error: cannot load model '/no/such/model'")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("gpt3dev_generate: error: model '/no/such/model': no such directory")
 
 
 INSTRUCT = SHARED / "data" / "instruct"
@@ -133,11 +134,19 @@ def test_sft_cli_trains_resumes_and_chats(tiny_checkpoint, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     stats = json.loads((out / "data_stats.json").read_text())
-    assert stats[str(INSTRUCT / "code_alpaca_2k.json")]["kept"] == 60 and stats[str(INSTRUCT / "glaive_toolcall_en_demo.json")]["kept"] == 20
+    for name, cap in (("code_alpaca_2k.json", 60), ("glaive_toolcall_en_demo.json", 20)):    # kept: what trains, after every drop
+        st = stats[str(INSTRUCT / name)]
+        assert st["kept"] + st.get("dropped: no answer within block", 0) == cap, (name, st)
+    assert stats[str(INSTRUCT / "glaive_toolcall_en_demo.json")].get("dropped: no answer within block"), "block 128 cuts some tool calls' answers"
     # resuming a finished run from its last checkpoint changes nothing and says so by logging no new steps
     r = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()] == rows
+    # a second run into the finished one is refused before it writes anything there (its data statistics included)
+    kept = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    r = subprocess.run([a if a != "60" else "30" for a in args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "already holds a run" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == kept
     r = subprocess.run(["gpt3dev_generate", "--model", str(out / "hf"), "--chat", "--prompt", "Hello", "--max-new-tokens", "8",
                         "--temperature", "0"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and len(r.stdout) > 1, r.stderr     # an untrained model may answer in blanks; it answers
@@ -148,3 +157,102 @@ def test_sft_cli_trains_resumes_and_chats(tiny_checkpoint, tmp_path):
     assert r.returncode == 2 and "no chat template" in r.stderr.strip().splitlines()[-1]
     r = subprocess.run(args + ["--out", str(tmp_path / "bad"), "--caps", "1"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "gpt3dev_sft: error: --caps: 1 values for 2 datasets"
+
+
+CLIS = ["gpt3dev_train", "gpt3dev_sft", "gpt3dev_generate", "gpt3dev_arch", "gpt3dev_eval"]
+
+
+def flag_helps(text: str) -> dict:
+    "`{flag: its help}` from argparse's --help output: an entry starts '  -', its help continues on lines indented further."
+    entries, current = [], None
+    for line in text.splitlines():
+        if line.startswith("  -"): current = [line.strip()]; entries.append(current)
+        elif line.startswith("    ") and current is not None: current.append(line.strip())
+        else: current = None
+    helps = {}
+    for first, *rest in entries:
+        spec, _, help_start = (first + "  ").partition("  ")       # the flag (with its metavar), then the help
+        helps[spec.split(",")[0].split()[0]] = " ".join([help_start.strip(), *rest]).strip()
+    return helps
+
+
+def test_flag_helps_reads_argparse_layout():
+    text = ("usage: x [-h]\n\noptions:\n  -h, --help            show this help message and exit\n\nmodel:\n"
+            "  --preset PRESET       model size (default: tiny)\n  --init-from INIT_FROM\n                        start from this\n"
+            "                        checkpoint (default: none)\n  --bare BARE\n")
+    assert flag_helps(text) == {"-h": "show this help message and exit", "--preset": "model size (default: tiny)",
+                                "--init-from": "start from this checkpoint (default: none)", "--bare": ""}
+
+
+@pytest.mark.parametrize("prog", CLIS)
+def test_every_flag_has_help_and_a_default(prog):
+    "Each flag of each CLI: one line of help, then its default (or that it is required); a new flag without help fails here."
+    r = subprocess.run([prog, "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    helps = {k: v for k, v in flag_helps(r.stdout).items() if k != "-h"}
+    assert len(helps) >= 6, r.stdout
+    for flag, text in helps.items():
+        said, shown, default = text.rpartition("(default: ")
+        assert (shown and default.endswith(")")) or text.endswith("(required)"), f"{prog} {flag}: no default shown in {text!r}"
+        words = (said if shown else text.removesuffix("(required)")).split()
+        assert len(words) >= 2, f"{prog} {flag}: no help ({text!r})"
+
+
+def test_train_help_groups_every_setting():
+    r = subprocess.run(["gpt3dev_train", "--help"], capture_output=True, text=True, timeout=120)
+    for group in ["model:", "data:", "optimisation:", "schedule:", "evaluation:", "device and precision:", "logging and checkpoints:", "distributed:"]:
+        assert f"\n{group}\n" in r.stdout, group
+    for flag in ["--dropout", "--overwrite", "--allow-changes"]:
+        assert flag in flag_helps(r.stdout), flag
+
+
+def test_sft_takes_init_from_as_its_model():
+    r = subprocess.run(["gpt3dev_sft", "--help"], capture_output=True, text=True, timeout=120)
+    helps = flag_helps(r.stdout)
+    assert helps["--model"].endswith("(required)") and "  --model MODEL, --init-from MODEL" in r.stdout
+    r = subprocess.run(["gpt3dev_sft", "--data", "x.json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "gpt3dev_sft: error: the following arguments are required: --model/--init-from"
+
+
+@pytest.fixture(scope="module")
+def truncated_checkpoint(tiny_checkpoint, tmp_path_factory):
+    "A copy of the tiny checkpoint whose model.safetensors lost its second half (a copy or a save cut short)."
+    d = tmp_path_factory.mktemp("cut") / "tiny"
+    shutil.copytree(tiny_checkpoint, d)
+    weights = d / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    return d
+
+
+@pytest.mark.parametrize("prog, args", [
+    ("gpt3dev_generate", ["--prompt", "hi", "--model"]),
+    ("gpt3dev_eval", ["--limit", "2", "--data-dir", str(SHARED / "data"), "--model"]),
+    ("gpt3dev_sft", ["--data", str(SHARED / "data" / "instruct" / "alpaca_en_demo.json"), "--model"]),
+    ("gpt3dev_sft", ["--data", str(SHARED / "data" / "instruct" / "alpaca_en_demo.json"), "--init-from"]),
+    ("gpt3dev_train", ["--wandb", "disabled", "--init-from"]),
+])
+def test_truncated_weights_are_one_line_naming_the_file(truncated_checkpoint, tmp_path, prog, args):
+    r = subprocess.run([prog, *args, str(truncated_checkpoint), "--out" if prog in ("gpt3dev_train", "gpt3dev_sft") else "--device",
+                        str(tmp_path / "run") if prog in ("gpt3dev_train", "gpt3dev_sft") else "cpu"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith(f"{prog}: error: ") and str(truncated_checkpoint / "model.safetensors") in lines[0], lines[0]
+
+
+def test_no_transformers_progress_bars(tiny_checkpoint, tmp_path):
+    "Loading (generate) and saving (arch --save) a model draw none of transformers' bars."
+    r = subprocess.run(["gpt3dev_generate", "--model", str(tiny_checkpoint), "--prompt", "hi", "--max-new-tokens", "2"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = cli("--preset", "tiny", "--set", "n_layer=2", "--save", str(tmp_path / "ck"), "--tokenizer", str(TOKENIZER))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_arch_marks_the_papers_differences_and_shows_the_tiny_model_trained():
+    out = cli().stdout
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in ("gpt3-xl", "gpt3-13b", "tiny")}
+    assert rows["gpt3-xl"][3] == "16*" and rows["gpt3-13b"][2] == "5120*" and rows["tiny"][5] == "4096"
+    assert "the paper prints 24 heads" in out and "the paper prints d_model 5140" in out and "0.00" not in out
+    assert "vocabulary 4096" in cli("--preset", "tiny").stdout
