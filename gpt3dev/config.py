@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedConfig
 
 from .attention import BACKENDS
-from .patterns import Dense, Local, parse
+from .patterns import parse
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'PRESETS', 'from_preset', 'GPT3DevConfig', 'default_layers', 'Preset', 'count_parameters',
@@ -28,7 +28,7 @@ def _from_legacy(d: dict) -> dict:
     d["n_inner"] = None                        # ... and an MLP of 4 * n_embd
     d.pop("intermediate_size", None)
     d.pop("auto_map", None)                    # its modeling file is not shipped with checkpoints; gpt3dev reads them
-    d["legacy_dense_decoding"] = True          # its KV-cache decoding attended to every cached key (see below)
+    d["legacy_dense_decoding"] = True          # its cached decoding let sparse layers see every cached key
     return d
 
 
@@ -63,7 +63,7 @@ class GPT3DevConfig(PreTrainedConfig):
     eos_token_id: int | list | None = 50256
     pad_token_id: int | None = None
     tie_word_embeddings: bool = True
-    legacy_dense_decoding: bool = False        # decode as the original project did: see "Checkpoints of the original project"
+    legacy_dense_decoding: bool = False        # sparse layers see every cached key, as the original did
 
     def __post_init__(self, **kwargs):
         kwargs.pop("intermediate_size", None)   # the original project stored it but always used 4 * n_embd
@@ -97,7 +97,7 @@ class GPT3DevConfig(PreTrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
-        "Build from a dict; a dict without `attention_layers` was written by the original project (see below)."
+        "Build from a dict; one without `attention_layers` was written by the original project and is read as such."
         if "attention_layers" not in config_dict: config_dict = _from_legacy(config_dict)
         return super().from_dict(config_dict, **kwargs)
 
@@ -149,10 +149,10 @@ PRESETS = {p.name: p for p in [
     Preset("gpt3-small", 125e6, 12, 768, 12, 64, 500_000, 6.0e-4),
     Preset("gpt3-medium", 350e6, 24, 1024, 16, 64, 500_000, 3.0e-4),
     Preset("gpt3-large", 760e6, 24, 1536, 16, 96, 500_000, 2.5e-4),
-    Preset("gpt3-xl", 1.3e9, 24, 2048, 16, 128, 1_000_000, 2.0e-4),   # the paper prints 24 heads: see above
+    Preset("gpt3-xl", 1.3e9, 24, 2048, 16, 128, 1_000_000, 2.0e-4),   # the paper prints 24 heads; 16 x 128 = 2048
     Preset("gpt3-2.7b", 2.7e9, 32, 2560, 32, 80, 1_000_000, 1.6e-4),
     Preset("gpt3-6.7b", 6.7e9, 32, 4096, 32, 128, 2_000_000, 1.2e-4),
-    Preset("gpt3-13b", 13.0e9, 40, 5120, 40, 128, 2_000_000, 1.0e-4),   # the paper prints d_model 5140: see above
+    Preset("gpt3-13b", 13.0e9, 40, 5120, 40, 128, 2_000_000, 1.0e-4),   # the paper prints d_model 5140; 40 x 128 = 5120
     Preset("gpt3-175b", 175.0e9, 96, 12288, 96, 128, 3_200_000, 0.6e-4),
     Preset("tiny", 0, 4, 64, 4, 16, 8_192, 1e-3, n_positions=128, window_size=16, vocab_size=512),
 ]}

@@ -16,6 +16,7 @@ __all__ = ['from_gpt2', 'from_gpt_neo']
 
 # %% ../nbs/05_convert.ipynb #0010bd10
 def _source(model, cls):
+    "`model` itself if it is a `cls`, else `cls.from_pretrained(model)`."
     if isinstance(model, PreTrainedModel):
         if not isinstance(model, cls): raise TypeError(f"expected a {cls.__name__}, got {type(model).__name__}")
         return model
@@ -28,6 +29,7 @@ def _common(c, **kw) -> dict:
                 tie_word_embeddings=c.tie_word_embeddings, **kw)
 
 def _build(config: GPT3DevConfig, state: dict, source_name: str) -> GPT3DevForCausalLM:
+    "The model of `config` holding exactly the tensors of `state` (a tied head may be absent), in their dtype."
     model = GPT3DevForCausalLM(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]

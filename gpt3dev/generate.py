@@ -7,28 +7,28 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from transformers import TextStreamer
 
-from .core import context_length, load_pretrained
+from .core import CLIParser, arg, cli_main, config_parser, context_length, load_pretrained
 
 # %% auto #0
-__all__ = ['SamplingConfig', 'encode_prompt', 'generate_ids', 'generate_text', 'main']
+__all__ = ['SamplingConfig', 'encode_prompt', 'generate_ids', 'generate_text', 'parser', 'main']
 
 # %% ../nbs/09_generate.ipynb #4a11f70c
 @dataclass
 class SamplingConfig:
     "How to pick each next token."
-    max_new_tokens: int = 100
-    temperature: float = 1.0            # 0: greedy
-    top_k: int = 0                      # 0: no top-k filter
-    top_p: float = 1.0                  # 1: no nucleus filter
-    repetition_penalty: float = 1.0     # > 1 discourages tokens already present
-    no_repeat_ngram_size: int = 0       # > 0 forbids repeating any n-gram of this size
-    num_return_sequences: int = 1
-    seed: int | None = None
+    max_new_tokens: int = arg(100, "tokens to generate", "sampling")
+    temperature: float = arg(1.0, "divide the logits by this before sampling (0: greedy decoding)", "sampling")
+    top_k: int = arg(0, "sample among the k most likely tokens (0: no top-k filter)", "sampling")
+    top_p: float = arg(1.0, "sample among the most likely tokens whose probabilities add up to p (1: no nucleus filter)", "sampling")
+    repetition_penalty: float = arg(1.0, "above 1 discourages tokens already present", "sampling")
+    no_repeat_ngram_size: int = arg(0, "forbid repeating any n-gram of this size (0: no such rule)", "sampling")
+    num_return_sequences: int = arg(1, "sequences to generate from the prompt", "sampling")
+    seed: int | None = arg(None, "seed of the sampling generator", "sampling", shown="unseeded")
 
     def __post_init__(self): self.check()
 
@@ -57,6 +57,7 @@ class _CallbackStreamer(TextStreamer):
         super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.callback = callback
     def on_finalized_text(self, text: str, stream_end: bool = False):
+        "Hand a finished piece of text to the callback."
         if text: self.callback(text)
 
 def encode_prompt(tokenizer, prompt: str | list[dict], chat: bool = False) -> torch.Tensor:
@@ -79,7 +80,7 @@ def generate_ids(model, tokenizer, prompt: str | list[dict], settings: SamplingC
     ids = encode_prompt(tokenizer, prompt, chat).to(next(model.parameters()).device)
     n_ctx = context_length(model)
     if n_ctx is not None and ids.shape[1] + settings.max_new_tokens > n_ctx:
-        raise ValueError(f"the prompt has {ids.shape[1]} tokens; with {settings.max_new_tokens} new tokens that exceeds the "
+        raise ValueError(f"the prompt has {ids.shape[1]} token{'s' * (ids.shape[1] != 1)}; with {settings.max_new_tokens} new tokens that exceeds the "
                          f"model's context of {n_ctx}: shorten the prompt or lower max_new_tokens")
     if settings.seed is not None: torch.manual_seed(settings.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -114,43 +115,45 @@ def _converse(model, tokenizer, settings: SamplingConfig, system: str | None = N
         print(flush=True)
         history.append({"role": "assistant", "content": answer})
 
-def main(argv: list[str] | None = None) -> int:
-    "Entry point of `gpt3dev_generate`."
-    ap = argparse.ArgumentParser(prog="gpt3dev_generate", description="Generate text from a gpt3dev (or any causal LM) checkpoint.")
-    ap.add_argument("--model", required=True, help="checkpoint directory or Hub id")
-    ap.add_argument("--prompt", help="the prompt (default: read standard input)")
-    ap.add_argument("--max-new-tokens", type=int, default=100)
-    ap.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
-    ap.add_argument("--top-k", type=int, default=0); ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--repetition-penalty", type=float, default=1.0)
-    ap.add_argument("--no-repeat-ngram-size", type=int, default=0)
-    ap.add_argument("--num-return-sequences", type=int, default=1)
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn in the model's chat template")
-    ap.add_argument("--interactive", action="store_true", help="with --chat: a conversation, one user turn per input line")
-    ap.add_argument("--system", help="with --chat: a system message before the conversation")
-    ap.add_argument("--device", default="auto"); ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--trust-remote-code", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        settings = SamplingConfig(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty,
-                                  args.no_repeat_ngram_size, args.num_return_sequences, args.seed)
-        if (args.interactive or args.system) and not args.chat: raise ValueError("--interactive and --system need --chat")
-        if args.interactive:
-            if settings.num_return_sequences != 1: raise ValueError("--interactive shows one answer: --num-return-sequences must be 1")
-            model, tokenizer = load_pretrained(args.model, args.device, args.dtype, args.trust_remote_code)
-            return _converse(model, tokenizer, settings, args.system)
-        prompt = args.prompt if args.prompt is not None else sys.stdin.read()
-        if args.system: prompt = [{"role": "system", "content": args.system}, {"role": "user", "content": prompt}]
-        if not (prompt[-1]["content"] if isinstance(prompt, list) else prompt).strip(): raise ValueError("the prompt is empty (give --prompt or text on standard input)")
+def parser() -> argparse.ArgumentParser:
+    "The argument parser of `gpt3dev_generate`: every flag with its help and default."
+    ap = CLIParser(prog="gpt3dev_generate", description="Generate text from a gpt3dev (or any causal LM) checkpoint.")
+    m = ap.add_argument_group("model")
+    m.add_argument("--model", required=True, help="checkpoint directory or Hub id")
+    m.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    m.add_argument("--dtype", default="auto", help="auto (bf16 on a bf16-capable GPU, else fp32), fp32, bf16 or fp16")
+    m.add_argument("--trust-remote-code", action="store_true", help="run modeling code shipped with the checkpoint (only for checkpoints you trust)")
+    p = ap.add_argument_group("prompt")
+    p.add_argument("--prompt", help="the prompt").shown = "standard input"
+    p.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn in the model's chat template")
+    p.add_argument("--interactive", action="store_true", help="with --chat: a conversation, one user turn per input line")
+    p.add_argument("--system", help="with --chat: a system message before the conversation")
+    return config_parser(ap, SamplingConfig)
+
+def _generate(args) -> int:
+    "The body of `gpt3dev_generate`: check the settings, load the model, stream (or print) what it generates."
+    settings = SamplingConfig(**{f.name: getattr(args, f.name) for f in fields(SamplingConfig)})
+    if (args.interactive or args.system) and not args.chat: raise ValueError("--interactive and --system need --chat")
+    if args.interactive:
+        if settings.num_return_sequences != 1: raise ValueError("--interactive shows one answer: --num-return-sequences must be 1")
         model, tokenizer = load_pretrained(args.model, args.device, args.dtype, args.trust_remote_code)
-        if settings.num_return_sequences == 1:
-            if not args.chat: print(prompt, end="", flush=True)
-            generate_text(model, tokenizer, prompt, settings, chat=args.chat, stream=lambda t: print(t, end="", flush=True))
-            print()
-        else:
-            for i, text in enumerate(generate_text(model, tokenizer, prompt, settings, chat=args.chat)):
-                print(("" if args.chat else prompt) + text + ("\n" + "-" * 40 if i < settings.num_return_sequences - 1 else ""))
-        return 0
-    except (ValueError, FileNotFoundError) as e:
-        print(f"gpt3dev_generate: error: {e}", file=sys.stderr); return 2
+        return _converse(model, tokenizer, settings, args.system)
+    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+    if args.system: prompt = [{"role": "system", "content": args.system}, {"role": "user", "content": prompt}]
+    if not (prompt[-1]["content"] if isinstance(prompt, list) else prompt).strip(): raise ValueError("the prompt is empty (give --prompt or text on standard input)")
+    model, tokenizer = load_pretrained(args.model, args.device, args.dtype, args.trust_remote_code)
+    if settings.num_return_sequences == 1:
+        echo = [] if args.chat else [prompt]          # the prompt is echoed once generation starts (not before an error)
+        def show(text: str):
+            while echo: print(echo.pop(), end="")
+            print(text, end="", flush=True)
+        generate_text(model, tokenizer, prompt, settings, chat=args.chat, stream=show)
+        show("\n")
+    else:
+        for i, text in enumerate(generate_text(model, tokenizer, prompt, settings, chat=args.chat)):
+            print(("" if args.chat else prompt) + text + ("\n" + "-" * 40 if i < settings.num_return_sequences - 1 else ""))
+    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    "Entry point of `gpt3dev_generate`: 0 on success, 2 for bad input."
+    return cli_main("gpt3dev_generate", _generate, parser().parse_args(argv))

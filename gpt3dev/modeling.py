@@ -16,11 +16,16 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from .attention import sparse_attention
 from .config import GPT3DevConfig
-from .patterns import Dense, Local, parse
+from .patterns import Dense, parse
+
+# The model outputs' KV-cache field: `cache` since transformers 5.24 renamed it, `past_key_values` before (e.g. 5.17,
+# the version on the GPU machines this project is tested on). generate() reads and writes it under that name.
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 # %% auto #0
-__all__ = ['GPT3DevLMHeadModel', 'GPT3DevAttention', 'GPT3DevMLP', 'GPT3DevBlock', 'GPT3DevPreTrainedModel', 'make_cache',
-           'document_positions', 'GPT3DevModel', 'GPT3DevForCausalLM']
+__all__ = ['CACHE_FIELD', 'ATTN_IMPLEMENTATIONS', 'GPT3DevLMHeadModel', 'attention_backend', 'GPT3DevAttention', 'GPT3DevMLP',
+           'GPT3DevBlock', 'GPT3DevPreTrainedModel', 'make_cache', 'document_positions', 'GPT3DevModel',
+           'GPT3DevForCausalLM']
 
 # %% ../nbs/04_modeling.ipynb #492dc061
 def _residual_projection(d_in: int, d_out: int) -> nn.Linear:
@@ -28,6 +33,12 @@ def _residual_projection(d_in: int, d_out: int) -> nn.Linear:
     layer = nn.Linear(d_in, d_out)
     layer.residual_projection = True
     return layer
+
+ATTN_IMPLEMENTATIONS = {"eager": "reference", "flex_attention": "flex"}   # transformers' names -> gpt3dev's backends
+
+def attention_backend(config: GPT3DevConfig) -> str:
+    "The `sparse_attention` backend for `config`: `eager` or `flex_attention` if asked of transformers, else `attention_backend`."
+    return ATTN_IMPLEMENTATIONS.get(config._attn_implementation, config.attention_backend)
 
 class GPT3DevAttention(nn.Module):
     "Multi-head self-attention under one layer's pattern."
@@ -37,24 +48,26 @@ class GPT3DevAttention(nn.Module):
         self.n_head, self.head_dim, self.layer_idx = config.n_head, config.head_dim, layer_idx
         self.pattern = parse(config.attention_layers[layer_idx])
         self.legacy_dense_decoding = config.legacy_dense_decoding
-        self.backend = config.attention_backend
+        self.config = config                   # read at each call: `set_attn_implementation` may change it
         self.scale = self.head_dim ** -0.5 if config.scale_attn_weights else 1.0
         self.attn_pdrop = config.attn_pdrop
         self.c_attn = nn.Linear(d, 3 * d, bias=config.qkv_bias)
         self.c_proj = _residual_projection(d, d)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
-    def forward(self, x, attention_mask=None, cache: Cache | None = None, output_attentions: bool = False, document_ids=None):
+    def forward(self, x, attention_mask=None, cache: Cache | None = None, output_attentions: bool = False, document_ids=None,
+                positions=None):
+        "Attend from x [B, T, d] under this layer's pattern (through `cache` if given); returns (output, weights or None)."
         B, T, d = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 × (B, H, T, hd)
         if cache is not None: k, v = cache.update(k, v, self.layer_idx)                           # (B, H, T_kv, hd)
         kv_len = k.shape[2]
         mask = None if attention_mask is None else attention_mask[:, -kv_len:]
         pattern = Dense() if self.legacy_dense_decoding and kv_len > T else self.pattern   # the original's decoding
-        out = sparse_attention(q, k, v, pattern, backend="reference" if output_attentions else self.backend,
+        out = sparse_attention(q, k, v, pattern, backend="reference" if output_attentions else attention_backend(self.config),
                                q_offset=kv_len - T, attention_mask=mask, scale=self.scale,
                                dropout_p=self.attn_pdrop if self.training else 0.0, return_weights=output_attentions,
-                               segment_ids=document_ids)
+                               document_ids=document_ids, positions=None if positions is None else positions[:, -kv_len:])
         out, weights = out if output_attentions else (out, None)
         out = out.transpose(1, 2).reshape(B, T, d)                                                 # (B, T, d)
         return self.resid_dropout(self.c_proj(out)), weights
@@ -86,12 +99,13 @@ class GPT3DevBlock(GradientCheckpointingLayer):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = GPT3DevMLP(config)
 
-    def forward(self, x, attention_mask=None, cache=None, output_attentions=False, document_ids=None):
+    def forward(self, x, attention_mask=None, cache=None, output_attentions=False, document_ids=None, positions=None):
+        "x after this layer's attention and MLP, and the attention weights (or None)."
         if self.pre_ln:
-            a, w = self.attn(self.ln_1(x), attention_mask, cache, output_attentions, document_ids)
+            a, w = self.attn(self.ln_1(x), attention_mask, cache, output_attentions, document_ids, positions)
             x = x + a
             return x + self.mlp(self.ln_2(x)), w
-        a, w = self.attn(x, attention_mask, cache, output_attentions, document_ids)
+        a, w = self.attn(x, attention_mask, cache, output_attentions, document_ids, positions)
         x = self.ln_1(x + a)
         return self.ln_2(x + self.mlp(x)), w
 
@@ -103,6 +117,11 @@ class GPT3DevPreTrainedModel(PreTrainedModel):
     base_model_prefix = "transformer"
     supports_gradient_checkpointing = True
     _no_split_modules = ["GPT3DevBlock"]
+    _supports_sdpa = True                  # attn_implementation="sdpa", transformers' default: the config's attention_backend
+    _supports_flex_attn = True             # "flex_attention": the flex backend ("eager": the reference masked softmax)
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool: return True      # each layer reads it from the config when it runs
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -117,9 +136,9 @@ class GPT3DevPreTrainedModel(PreTrainedModel):
 
 # %% ../nbs/04_modeling.ipynb #45702aad
 def _cache_layers(config: GPT3DevConfig):
-    bounded = lambda p: isinstance(p, Local) and not config.legacy_dense_decoding
+    bounded = lambda p: p.max_distance is not None and not config.legacy_dense_decoding
     patterns = map(parse, config.attention_layers)
-    return [DynamicSlidingWindowLayer(sliding_window=p.window) if bounded(p) else DynamicLayer() for p in patterns]
+    return [DynamicSlidingWindowLayer(sliding_window=p.max_distance + 1) if bounded(p) else DynamicLayer() for p in patterns]
 
 def make_cache(config: GPT3DevConfig) -> DynamicCache:
     "An empty KV cache whose local layers keep at most `window - 1` past keys and dense layers keep all."
@@ -128,9 +147,11 @@ def make_cache(config: GPT3DevConfig) -> DynamicCache:
     return cache
 
 def _fit_cache(cache, config):
-    "Give a fresh, empty `DynamicCache` (such as `generate` makes) gpt3dev's per-layer cache layers."
-    if isinstance(cache, DynamicCache) and cache.get_seq_length() == 0 and not any(l.is_initialized for l in cache.layers):
-        cache.layers, cache.layer_class_to_replicate = _cache_layers(config), None
+    "Give a fresh, empty `DynamicCache` (such as `generate` makes) gpt3dev's per-layer cache layers, once."
+    layers = _cache_layers(config)
+    windows = lambda ls: [getattr(l, "sliding_window", None) for l in ls]
+    if isinstance(cache, DynamicCache) and not any(l.is_initialized for l in cache.layers) and windows(cache.layers) != windows(layers):
+        cache.layers, cache.layer_class_to_replicate = layers, None
     return cache
 
 # %% ../nbs/04_modeling.ipynb #9954843b
@@ -140,6 +161,15 @@ def document_positions(document_ids: torch.Tensor) -> torch.Tensor:
     starts = torch.ones_like(document_ids, dtype=torch.bool)
     starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
     return idx - torch.where(starts, idx, torch.zeros_like(idx)).cummax(-1).values
+
+def _key_positions(position_ids, attention_mask, past: int, B: int) -> torch.Tensor:
+    "Token position of every cache slot [B, past + T]: the new tokens' own, the cached ones counted back from the first real new token."
+    new = position_ids.expand(B, -1)
+    if not past: return new
+    real = torch.ones_like(new, dtype=torch.bool) if attention_mask is None else attention_mask[:, past:].bool()
+    first = real.int().argmax(1, keepdim=True)                         # first real new token (0 when none)
+    start = new.gather(1, first) - first - past                         # the position slot 0 would have
+    return torch.cat([start + torch.arange(past, device=new.device), new], 1)
 
 class GPT3DevModel(GPT3DevPreTrainedModel):
     "The GPT-3 decoder: embeddings, blocks, final LayerNorm; returns hidden states."
@@ -159,6 +189,7 @@ class GPT3DevModel(GPT3DevPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache: Cache | None = None,
                 inputs_embeds=None, use_cache: bool | None = None, output_attentions: bool | None = None,
                 output_hidden_states: bool | None = None, past_key_values: Cache | None = None, document_ids=None, **kwargs):
+        "Hidden states of the last layer (and, if asked, of every layer, the attention weights, the cache)."
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         cache = cache if cache is not None else past_key_values      # the name before transformers 5
@@ -179,6 +210,7 @@ class GPT3DevModel(GPT3DevPreTrainedModel):
             if past or tuple(document_ids.shape) != (B, T):
                 raise ValueError(f"document_ids must be [batch, seq] = {[B, T]} and come without cached tokens, got {list(document_ids.shape)} with {past} cached")
             if position_ids is None: position_ids = document_positions(document_ids)
+        positions_given = position_ids is not None    # else positions are cache slots, and the kernels need not be told
         if position_ids is None:
             if past + T > self.config.n_positions:
                 raise ValueError(f"sequence of {past + T} tokens ({past} cached + {T} new) is longer than the model's "
@@ -191,16 +223,17 @@ class GPT3DevModel(GPT3DevPreTrainedModel):
             if attention_mask.dim() != 2 or attention_mask.shape != (B, past + T):
                 raise ValueError(f"attention_mask must be [batch, cached + new tokens] = {[B, past + T]}, got {list(attention_mask.shape)}")
             if bool(attention_mask.all()): attention_mask = None
+        positions = _key_positions(position_ids, attention_mask, past, B) if positions_given else None
 
         x = self.drop(inputs_embeds + self.wpe(position_ids))
         hidden, attentions = [], []
         for block in self.h:
             if output_hidden_states: hidden.append(x)
-            x, w = block(x, attention_mask, cache if use_cache else None, output_attentions, document_ids)
+            x, w = block(x, attention_mask, cache if use_cache else None, output_attentions, document_ids, positions)
             if output_attentions: attentions.append(w)
         x = self.ln_f(x)
         if output_hidden_states: hidden.append(x)
-        return BaseModelOutputWithPast(last_hidden_state=x, cache=cache if use_cache else None,
+        return BaseModelOutputWithPast(last_hidden_state=x, **{CACHE_FIELD: cache if use_cache else None},
                                        hidden_states=tuple(hidden) if output_hidden_states else None,
                                        attentions=tuple(attentions) if output_attentions else None)
 
@@ -218,10 +251,18 @@ class GPT3DevForCausalLM(GPT3DevPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self): return self.lm_head
     def set_output_embeddings(self, value): self.lm_head = value
 
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        "`generate`'s cache with gpt3dev's layers from the start, so assisted decoding can record and crop the local ones."
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        if (cache := model_kwargs.get(CACHE_FIELD)) is not None:
+            _fit_cache(cache, self.config)
+            if generation_config.is_assistant: cache.activate_past_recording()
+
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache: Cache | None = None,
                 inputs_embeds=None, labels=None, use_cache: bool | None = None, output_attentions: bool | None = None,
                 output_hidden_states: bool | None = None, logits_to_keep: int = 0, past_key_values: Cache | None = None,
                 document_ids=None, **kwargs):
+        "Logits over the vocabulary for every position (the last `logits_to_keep` if set), and the loss if `labels` are given."
         out = self.transformer(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                                inputs_embeds=inputs_embeds, use_cache=use_cache, output_attentions=output_attentions,
                                output_hidden_states=output_hidden_states, past_key_values=past_key_values,
@@ -232,7 +273,7 @@ class GPT3DevForCausalLM(GPT3DevPreTrainedModel, GenerationMixin):
         if labels is not None:   # position t predicts label t + 1; shifting the labels avoids copying the logits
             shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), shifted.flatten(), ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache,
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: getattr(out, CACHE_FIELD)},
                                       hidden_states=out.hidden_states, attentions=out.attentions)
 
 GPT3DevLMHeadModel = GPT3DevForCausalLM      # the original project's name for the same model

@@ -5,21 +5,59 @@
 # %% ../nbs/01_patterns.ipynb #d0cf7fd2
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Callable, ClassVar
 
 import torch
 
 # %% auto #0
-__all__ = ['Pattern', 'Dense', 'Local', 'Strided', 'Fixed', 'parse']
+__all__ = ['Pattern', 'Span', 'Columns', 'Dense', 'Local', 'Strided', 'Fixed', 'registered', 'parse']
 
 # %% ../nbs/01_patterns.ipynb #69b5e588
 class Pattern:
     "A causal attention pattern: which key positions `j` each query position `i` may attend to."
-    name: str = ""
+    name: ClassVar[str] = ""                   # the spec's first word; a subclass that sets it is registered
+    aliases: ClassVar[tuple[str, ...]] = ()    # other words `parse` accepts for it
+    relative: ClassVar[bool] = False           # True when `allowed(i, j)` depends on `i - j` only
+    registry: ClassVar[dict[str, type]] = {}   # spec word -> class, filled by subclassing
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            for word in (cls.name, *cls.aliases): Pattern.registry[word] = cls
 
     def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         "Boolean tensor, True where query position `i` may attend to key position `j` (broadcast)."
         raise NotImplementedError
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        "The pattern's integer parameters in spec order (its dataclass fields)."
+        return [f.name for f in fields(cls)] if is_dataclass(cls) else []
+
+    def params(self) -> dict[str, int]:
+        "Each parameter's value by name."
+        return {n: getattr(self, n) for n in self.param_names()}
+
+    @property
+    def spec(self) -> str:
+        "The string `parse` reads back: the name, then the parameters, separated by `:`."
+        return ":".join([self.name, *map(str, self.params().values())])
+
+    def __str__(self): return self.spec
+
+    @property
+    def max_distance(self) -> int | None:
+        "The largest `i - j` this pattern allows, or None when unbounded."
+        return None
+
+    def key_range(self, lo: int, hi: int) -> tuple[int, int]:
+        "Key positions `[klo, khi)` that queries at positions `[lo, hi)` may reach (a bound: the mask decides inside it)."
+        return (0 if self.max_distance is None else lo - self.max_distance, hi)
+
+    def parts(self) -> list:
+        "How the blocked kernel computes this pattern: `Span`s or `Columns` over disjoint key sets, merged."
+        return [Span(self.allowed, self.key_range)]
 
     def mask_mod(self, b, h, q_idx, kv_idx):
         "FlexAttention's mask function: batch `b` and head `h` do not matter to a pattern."
@@ -33,8 +71,8 @@ class Pattern:
         return self.allowed(i, j)
 
     def row_counts(self, n: int) -> torch.Tensor:
-        "Number of keys query i sees in a sequence of `n` positions, for i in 0..n-1 (closed form)."
-        raise NotImplementedError
+        "Number of keys query i sees in a sequence of `n` positions, for i in 0..n-1."
+        return self.dense(n).sum(1)
 
     def nnz(self, n: int) -> int:
         "Number of allowed (query, key) pairs in an n×n attention matrix."
@@ -48,18 +86,32 @@ class Pattern:
         "True when, over positions 0..n-1, this pattern is plain dense causal attention (kernels then use SDPA)."
         return self.nnz(n) == n * (n + 1) // 2
 
-    def __str__(self): return self.spec
+# %% ../nbs/01_patterns.ipynb #462c0d11
+def _all_earlier(lo: int, hi: int) -> tuple[int, int]: return (0, hi)
+
+@dataclass(frozen=True)
+class Span:
+    "A part of a pattern computed in chunks of queries, each against one contiguous range of keys."
+    allowed: Callable                     # (i, j) -> bool: this part's own mask
+    key_range: Callable = _all_earlier    # (lo, hi) -> (klo, khi): key positions the queries [lo, hi) may reach
+    keys: Callable | None = None          # j -> bool: only these keys belong to the part; None: every key
+    chunk: int = 128                      # queries per chunk
+    align: int = 1                        # chunks start at query positions that are multiples of `align`
+
+@dataclass(frozen=True)
+class Columns:
+    "A part of a pattern: the keys a whole number (at least one) of `stride` positions back."
+    stride: int
 
 # %% ../nbs/01_patterns.ipynb #4c624fcd
 @dataclass(frozen=True)
 class Dense(Pattern):
     "Dense causal attention: query i sees every key j <= i."
-    name = "dense"
+    name, aliases, relative = "dense", ("global",), True
     def allowed(self, i, j): return j <= i
     def row_counts(self, n): return torch.arange(1, n + 1)
     def is_causal_within(self, n): return True
-    @property
-    def spec(self): return "dense"
+    def parts(self): return [Span(self.allowed, chunk=256)]
 
 # %% ../nbs/01_patterns.ipynb #1eeb0bcd
 def _check_int(name: str, value, lo: int = 1):
@@ -70,20 +122,21 @@ def _check_int(name: str, value, lo: int = 1):
 class Local(Pattern):
     "Locally banded attention: query i sees the `window` keys `i - window < j <= i`."
     window: int
-    name = "local"
+    name, relative = "local", True
     def __post_init__(self): _check_int("Local window", self.window)
     def allowed(self, i, j): return (j <= i) & (i - j < self.window)
+    @property
+    def max_distance(self): return self.window - 1
     def row_counts(self, n): return torch.arange(1, n + 1).clamp(max=self.window)
     def is_causal_within(self, n): return self.window >= n
-    @property
-    def spec(self): return f"local:{self.window}"
+    def parts(self): return [Span(self.allowed, self.key_range, chunk=max(32, min(256, self.window // 2)))]
 
 # %% ../nbs/01_patterns.ipynb #b56e7b51
 @dataclass(frozen=True)
 class Strided(Pattern):
     "Sparse Transformer strided attention: the last `stride` keys plus every key with `(i - j) % stride == 0`."
     stride: int
-    name = "strided"
+    name, relative = "strided", True
     def __post_init__(self): _check_int("Strided stride", self.stride)
     def allowed(self, i, j):
         d = i - j
@@ -92,8 +145,7 @@ class Strided(Pattern):
         i = torch.arange(n)
         return i.clamp(max=self.stride - 1) + 1 + i // self.stride
     def is_causal_within(self, n): return self.stride == 1 or self.stride >= n - 1
-    @property
-    def spec(self): return f"strided:{self.stride}"
+    def parts(self): return [*Local(self.stride).parts(), Columns(self.stride)]
 
 # %% ../nbs/01_patterns.ipynb #c1cc1dd3
 @dataclass(frozen=True)
@@ -111,21 +163,29 @@ class Fixed(Pattern):
         i = torch.arange(n)
         return i % self.stride + 1 + (i // self.stride) * self.summary
     def is_causal_within(self, n): return self.stride >= n or self.summary == self.stride
-    @property
-    def spec(self): return f"fixed:{self.stride}:{self.summary}"
+    def parts(self):
+        s, c = self.stride, self.summary
+        own = Span(lambda i, j: (j <= i) & (i // s == j // s), lambda lo, hi: (lo // s * s, hi), chunk=max(1, 128 // s) * s, align=s)
+        summary = Span(lambda i, j: (j // s < i // s) & (j % s >= s - c), lambda lo, hi: (0, (hi - 1) // s * s),
+                       keys=lambda j: j % s >= s - c, chunk=256)
+        return [own, summary]
 
 # %% ../nbs/01_patterns.ipynb #634a291f
+def registered() -> dict[str, type]:
+    "Every registered pattern class by its name (aliases left out), in the order they were defined."
+    return {cls.name: cls for cls in Pattern.registry.values()}
+
+def _form(cls) -> str: return ":".join([cls.name, *(f"<{p}>" for p in cls.param_names())])
+
 def parse(spec: str | Pattern) -> Pattern:
-    "The `Pattern` a spec names: `'dense'`, `'local:W'`, `'strided:S'` or `'fixed:S:C'` (a `Pattern` passes through)."
+    "The `Pattern` a spec such as `'local:256'` names (a `Pattern` passes through)."
     if isinstance(spec, Pattern): return spec
     if not isinstance(spec, str): raise TypeError(f"a pattern spec is a string like 'local:256', got {type(spec).__name__} {spec!r}")
     name, *args = spec.strip().lower().split(":")
-    forms = {"dense": (Dense, 0, "dense"), "global": (Dense, 0, "dense"), "local": (Local, 1, "local:<window>"),
-             "strided": (Strided, 1, "strided:<stride>"), "fixed": (Fixed, 2, "fixed:<stride>:<summary>")}
-    if name not in forms:
-        raise ValueError(f"unknown attention pattern {spec!r}: use 'dense', 'local:W', 'strided:S' or 'fixed:S:C'")
-    cls, nargs, form = forms[name]
-    if len(args) != nargs: raise ValueError(f"bad pattern spec {spec!r}: expected '{form}'")
+    cls = Pattern.registry.get(name)
+    if cls is None:
+        raise ValueError(f"unknown attention pattern {spec!r}: use one of {', '.join(repr(_form(c)) for c in registered().values())}")
+    if len(args) != len(cls.param_names()): raise ValueError(f"bad pattern spec {spec!r}: expected '{_form(cls)}'")
     try: values = [int(a) for a in args]
-    except ValueError: raise ValueError(f"bad pattern spec {spec!r}: {form} takes integers") from None
+    except ValueError: raise ValueError(f"bad pattern spec {spec!r}: {_form(cls)} takes integers") from None
     return cls(*values)

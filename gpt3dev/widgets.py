@@ -6,22 +6,32 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import torch
 
-from .patterns import Dense, Fixed, Local, Pattern, Strided, parse
+from .core import read_jsonl
+from .patterns import Pattern, parse, registered
 
 # %% auto #0
-__all__ = ['pattern_stats', 'plot_pattern', 'attention_weights', 'layer_pattern', 'plot_attention', 'read_metrics',
-           'plot_metrics', 'pattern_spec', 'pattern_explorer', 'attention_viewer', 'tokens_html',
+__all__ = ['pattern_stats', 'plot_pattern', 'plot_patterns', 'attention_weights', 'layer_pattern', 'plot_attention',
+           'read_metrics', 'plot_metrics', 'pattern_spec', 'pattern_explorer', 'attention_viewer', 'tokens_html',
            'generate_with_probabilities', 'generation_playground']
 
 # %% ../nbs/10_widgets.ipynb #ed088dbe
 def _pyplot():
     import matplotlib.pyplot as plt
     return plt
+
+def _figure(*args, **kwargs):
+    """`plt.subplots(*args, **kwargs)`, with the figure taken out of pyplot's list of open figures.
+
+    The caller owns the figure: a notebook shows it once, when it is returned (not a second time when
+    pyplot flushes open figures at the end of the cell), and figures drawn in a loop do not pile up."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(*args, **kwargs)
+    plt.close(fig)
+    return fig, axes
 
 def pattern_stats(pattern: Pattern, n: int) -> dict:
     "Scores computed at length `n`: count, density, and the share of dense causal attention's FLOPs saved."
@@ -31,12 +41,18 @@ def pattern_stats(pattern: Pattern, n: int) -> dict:
 def plot_pattern(pattern: Pattern | str, n: int = 64, ax=None):
     "Heatmap of `pattern`'s mask over `n` positions (query rows, key columns), titled with its density and FLOPs saved."
     pattern = parse(pattern) if isinstance(pattern, str) else pattern
-    plt = _pyplot()
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.2, 4.4))
+    fig, ax = (ax.figure, ax) if ax is not None else _figure(figsize=(4.2, 4.4))
     ax.imshow(pattern.dense(n).numpy(), cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     st = pattern_stats(pattern, n)
     ax.set_title(f"{pattern}  (n={n})\ndensity {st['density']:.1%}, {st['flops_saved']:.0%} of dense causal FLOPs saved", fontsize=9)
     ax.set_xlabel("key position j"); ax.set_ylabel("query position i")
+    return fig
+
+def plot_patterns(patterns: list, n: int = 64):
+    "`plot_pattern` for several patterns side by side (specs or `Pattern`s)."
+    fig, axes = _figure(1, len(patterns), figsize=(4 * len(patterns), 4.4), squeeze=False)
+    for ax, pattern in zip(axes[0], patterns): plot_pattern(pattern, n, ax=ax)
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/10_widgets.ipynb #6898fe0e
@@ -69,7 +85,7 @@ def plot_attention(model, tokenizer, text: str, layer: int = 0, head: int = 0):
     weights, tokens = attention_weights(model, tokenizer, text)
     if not 0 <= layer < len(weights): raise ValueError(f"layer must be in [0, {len(weights) - 1}], got {layer}")
     if not 0 <= head < weights[layer].shape[0]: raise ValueError(f"head must be in [0, {weights[layer].shape[0] - 1}], got {head}")
-    fig, ax = _pyplot().subplots(figsize=(6, 6))
+    fig, ax = _figure(figsize=(6, 6))
     _draw_attention(ax, weights[layer][head], tokens, f"layer {layer} ({layer_pattern(model, layer)}), head {head}")
     fig.tight_layout()
     return fig
@@ -80,18 +96,13 @@ def read_metrics(path) -> list[dict]:
     path = Path(path)
     if path.is_dir(): path = path / "metrics.jsonl"
     if not path.is_file(): raise FileNotFoundError(f"no metrics file at {path}")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip(): continue
-        try: rows.append(json.loads(line))
-        except json.JSONDecodeError: raise ValueError(f"{path}, line {n}: not valid JSON") from None
-    return rows
+    return list(read_jsonl(path))
 
 def plot_metrics(path):
     "Loss (training and validation) and learning rate against tokens, from a run's `metrics.jsonl`."
     rows = read_metrics(path)
     ok = [r for r in rows if r.get("loss") is not None]
-    fig, (ax, lx) = _pyplot().subplots(1, 2, figsize=(11, 4))
+    fig, (ax, lx) = _figure(1, 2, figsize=(11, 4))
     ax.plot([r["tokens"] for r in ok], [r["loss"] for r in ok], lw=0.8, label="train")
     val = [r for r in ok if "val_loss" in r]
     if val: ax.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
@@ -106,31 +117,34 @@ def _widgets():
     return ipywidgets
 
 def _show(out, fig):
-    "Replace what Output widget `out` shows with `fig` (closed afterwards, so figures do not pile up)."
+    "Replace what Output widget `out` shows with `fig`."
     from IPython.display import display
     out.clear_output(wait=True)
     with out: display(fig)
-    _pyplot().close(fig)
 
-def pattern_spec(kind: str, window: int, stride: int, summary: int) -> str:
-    "The spec the explorer's controls describe."
-    return {"dense": "dense", "local": f"local:{window}", "strided": f"strided:{stride}", "fixed": f"fixed:{stride}:{min(summary, stride)}"}[kind]
+def pattern_spec(kind: str, **params) -> str:
+    "The spec of registered pattern `kind` with its parameters taken from `params` (the others are ignored)."
+    cls = registered()[kind]
+    return str(cls(**{p: params[p] for p in cls.param_names()}))
 
-def pattern_explorer(n: int = 64, kind: str = "local", window: int = 16, stride: int = 8, summary: int = 2):
-    "A widget: pattern type, sequence length, window, stride and summary controls over `plot_pattern`."
+def pattern_explorer(n: int = 64, kind: str = "local", **params):
+    "A widget: a pattern chooser, the sequence length, and a slider for each parameter of the registered patterns."
     W = _widgets()
-    kind_w = W.Dropdown(options=["dense", "local", "strided", "fixed"], value=kind, description="pattern")
+    kinds, values = registered(), {"window": 16, "stride": 8, "summary": 2, **params}
+    names = list(dict.fromkeys(p for cls in kinds.values() for p in cls.param_names()))
+    kind_w = W.Dropdown(options=list(kinds), value=kind, description="pattern")
     n_w = W.IntSlider(value=n, min=4, max=256, step=4, description="length")
-    win_w = W.IntSlider(value=window, min=1, max=128, description="window")
-    stride_w = W.IntSlider(value=stride, min=1, max=64, description="stride")
-    sum_w = W.IntSlider(value=summary, min=1, max=16, description="summary")
+    sliders = {p: W.IntSlider(value=values.get(p, 4), min=1, max=128, description=p) for p in names}
     out, info = W.Output(), W.HTML()
-    box = W.VBox([W.HBox([kind_w, n_w]), W.HBox([win_w, stride_w, sum_w]), info, out])
-    box.controls = dict(kind=kind_w, n=n_w, window=win_w, stride=stride_w, summary=sum_w)
+    box = W.VBox([W.HBox([kind_w, n_w]), W.HBox(list(sliders.values())), info, out])
+    box.controls = dict(kind=kind_w, n=n_w, **sliders)
 
     def redraw(*_):
-        spec = pattern_spec(kind_w.value, win_w.value, stride_w.value, sum_w.value)
-        win_w.disabled = kind_w.value != "local"; stride_w.disabled = kind_w.value not in ("strided", "fixed"); sum_w.disabled = kind_w.value != "fixed"
+        for p, w in sliders.items(): w.disabled = p not in kinds[kind_w.value].param_names()
+        try: spec = pattern_spec(kind_w.value, **{p: w.value for p, w in sliders.items()})
+        except ValueError as e:                      # such as a fixed summary wider than its stride
+            info.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+            return
         st = pattern_stats(parse(spec), n_w.value)
         box.spec, box.stats = spec, st
         info.value = f"<code>{spec}</code>: {st['nnz']:,} scores, density {st['density']:.1%}, {st['flops_saved']:.0%} of dense causal FLOPs saved"
@@ -158,7 +172,7 @@ def attention_viewer(model, tokenizer, text: str):
     box.weights, box.tokens = weights, tokens
 
     def redraw(*_):
-        fig, axes = _pyplot().subplots(1, len(selectors), figsize=(6 * len(selectors), 6), squeeze=False)
+        fig, axes = _figure(1, len(selectors), figsize=(6 * len(selectors), 6), squeeze=False)
         for ax, sel in zip(axes[0], selectors):
             _draw_attention(ax, weights[sel.value][head_w.value], tokens, f"layer {sel.value} ({specs[sel.value]}), head {head_w.value}")
         fig.tight_layout()

@@ -52,12 +52,10 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_import_is_light():
-    code = "import sys, time; t = time.perf_counter(); import gpt3dev; dt = time.perf_counter() - t; print(dt, 'torch' in sys.modules)"
-    best = min(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                    cwd=ROOT).stdout.split()[0]) for _ in range(3))
+    # what makes `import gpt3dev` fast is not importing torch; a wall-time bound would only measure the machine's load
+    code = "import sys, gpt3dev; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
-    assert best < 2.0, f"import gpt3dev took {best:.2f}s"
-    assert out[1] == "False", "import gpt3dev imports torch: keep the package's __init__ light"
+    assert out == ["False", "False"], "import gpt3dev imports torch or transformers: keep the package's __init__ light"
 
 
 def test_every_notebook_module_is_exported():
@@ -92,3 +90,20 @@ def test_pictures_exist():
     assert len(refs) >= 5
     missing = [str(base / p) for base, p in refs if not p.startswith("http") and not (base / p).is_file()]
     assert not missing, f"pictures not found: {missing}"
+
+
+def test_notebooks_name_their_kernel():
+    "JupyterLab starts a notebook's kernel without asking only when the notebook names one."
+    missing = [str(nb.relative_to(ROOT)) for nb in sorted((ROOT / "nbs").rglob("*.ipynb"))
+               if json.loads(nb.read_text())["metadata"].get("kernelspec", {}).get("name") != "python3"]
+    assert not missing, f"notebooks without a python3 kernelspec: {missing}"
+
+
+def test_readme_example_prints_what_the_readme_shows():
+    "The output quoted under the README's example is what running it prints, on any machine."
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"```python\n(.*?)```\n\n((?:    [^\n]*\n)+)", readme, flags=re.S)
+    assert m, "README.md: the example should be followed by its output, indented four spaces"
+    shown = "\n".join(line[4:] for line in m.group(2).splitlines())
+    got = subprocess.run([sys.executable, "-c", m.group(1)], capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+    assert got == shown.strip(), f"README.md shows {shown!r}, the example prints {got!r}"
