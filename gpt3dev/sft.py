@@ -404,7 +404,7 @@ class ChatStream:
             raise ValueError(f"the checkpoint's data had {state.get('items')} SFT blocks, this run has {len(self.items)}: same data and settings needed to resume")
         self.epoch, self.pos = state["epoch"], state["pos"]
 
-# %% ../nbs/07b_sft.ipynb #1abe970e
+# %% ../nbs/07b_sft.ipynb #5ee09195
 @dataclass
 class SFTConfig(TrainConfig):
     "Settings of a fine-tuning run: a base model, chat datasets, and the trainer's settings."
@@ -414,6 +414,8 @@ class SFTConfig(TrainConfig):
     dropout: float = rearg(TrainConfig, "dropout", 0.0, hidden=True)
     tokenizer: str = rearg(TrainConfig, "tokenizer", "embedded", hidden=True)
     data_weights: list | None = rearg(TrainConfig, "data_weights", None, hidden=True)  # --weights mixes chat datasets
+    shuffle_buffer: int = rearg(TrainConfig, "shuffle_buffer", 0, hidden=True)        # conversations are shuffled by the chat stream
+    verify_data: bool = rearg(TrainConfig, "verify_data", False, hidden=True)
     block_size: int | None = rearg(TrainConfig, "block_size", None, shown="the model's context, at most 1024")
     data: list = rearg(TrainConfig, "data", [], "chat datasets: .json, .jsonl or .parquet files, or hf:NAME[:CONFIG][:SPLIT]", required=True)
     caps: list | None = arg(None, "most conversations taken from each dataset (0: all)", "data", type=int, shown="all")

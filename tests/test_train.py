@@ -116,6 +116,19 @@ def test_sigkill_and_resume_is_exact_with_randomness_in_every_step(tmp_path):
                                "--data-weights", "3", "1"])
 
 
+def test_sigkill_and_resume_is_exact_from_prepared_data(tmp_path, prepared):
+    # blocks memory-mapped in a shuffled order, document boundaries from the stored ends, mixed with text read on the fly
+    kill_and_resume(tmp_path, ["--dropout", "0.1", "--no-cross-doc-attention", "--data", str(prepared), "embedded",
+                               "--data-weights", "3", "1"])
+
+
+@needs_torchrun
+@pytest.mark.parametrize("mode", [[], ["--fsdp"]], ids=["ddp", "fsdp"])
+def test_sigkill_and_resume_is_exact_from_prepared_data_on_two_ranks(tmp_path, prepared, mode):
+    # each rank reads only its own blocks, and resumes from its own few integers
+    kill_and_resume(tmp_path, [*mode, "--data", str(prepared)], distributed=True, steps=20)
+
+
 @slow
 @pytest.mark.parametrize("args", [["--dropout", "0.1"], ["--acc", "3"], ["--optimizer", "lion", "--lr", "1e-3"],
                                   ["--dtype", "bf16"], ["--opt-state-on-cpu"], ["--no-cross-doc-attention"],
