@@ -220,7 +220,7 @@ def held_out(piece: int, share: float) -> bool:
     "Whether piece number `piece` of a source is held out for validation: evenly spread, a share `share` of pieces."
     return math.floor((piece + 1) * share + 0.5) > math.floor(piece * share + 0.5)
 
-# %% ../nbs/06_data.ipynb #38d2ae61
+# %% ../nbs/06_data.ipynb #5d9aeb49
 def _document_ids(tokens: np.ndarray, eos: int) -> np.ndarray:
     "Document number of each token of a packed block, counted from 0: a document ends with its end-of-text token."
     eot = (tokens == eos).astype(np.int64)
@@ -547,7 +547,7 @@ def permute(i: int, n: int, key: int) -> int:
         i = (left << half) | right
         if i < n: return i
 
-# %% ../nbs/06_data.ipynb #999f1efc
+# %% ../nbs/06_data.ipynb #1a127a65
 class PreparedBlocks:
     "Blocks of one split of a prepared folder, memory-mapped: each epoch a seeded shift and order, every `world_size`-th for `rank`."
     def __init__(self, folder, block_size: int, split: str = "train", seed: int = 0, rank: int = 0, world_size: int = 1,
@@ -629,7 +629,7 @@ class PreparedBlocks:
                              f"({self.total:,} tokens)")
         self.epoch, self.index = state["epoch"], state["index"]
 
-# %% ../nbs/06_data.ipynb #6e5e1cf9
+# %% ../nbs/06_data.ipynb #837e4090
 class TokenStream:
     "An endless, resumable stream of `block_size`-token blocks for one process, mixed from weighted sources (prepared folders or text)."
     def __init__(self, sources, tokenizer, block_size: int, weights=None, split: str = "train", val_share: float = 0.01,

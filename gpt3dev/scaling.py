@@ -65,14 +65,16 @@ def flops_breakdown(config: GPT3DevConfig, seq_len: int | None = None) -> dict:
     return {"weights": 6 * count_parameters(config, embeddings=False), "head": 6 * config.vocab_size * config.n_embd,
             "attention": 3 * 4 * config.n_embd * keys}
 
-# %% ../nbs/12_scaling.ipynb #0096cb18
-def scaling_data(source: str, vocab_size: int = 512, block_size: int = 128, val_share: float = 0.05, seed: int = 0):
-    "A BPE tokenizer trained on `source`'s training documents, and the trainer's `data(split, rank, world_size)` for it."
+# %% ../nbs/12_scaling.ipynb #a8c75881
+def scaling_data(source: str, vocab_size: int = 512, block_size: int = 128, val_share: float = 0.05, seed: int = 0,
+                 shuffle: int = 1024):
+    "A BPE tokenizer trained on `source`'s training text, and the trainer's `data(split, rank, world_size)` for it (shuffled blocks)."
     docs = [text for k, (text, _) in enumerate(iter_pieces(source)) if not held_out(k, val_share)]
-    if not docs: raise ValueError(f"data source {source!r} has no training documents")
+    if not docs: raise ValueError(f"data source {source!r} has no training text")
     tokenizer = train_tokenizer(docs, vocab_size)
     def data(split: str, rank: int = 0, world_size: int = 1) -> TokenStream:
-        return TokenStream(source, tokenizer, block_size, split=split, val_share=val_share, seed=seed, rank=rank, world_size=world_size)
+        return TokenStream(source, tokenizer, block_size, split=split, val_share=val_share, seed=seed, rank=rank, world_size=world_size,
+                           shuffle=shuffle)
     return tokenizer, data
 
 # %% ../nbs/12_scaling.ipynb #9cdc1814
