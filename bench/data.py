@@ -182,13 +182,13 @@ def memory(root: Path, tokenizer) -> list[dict]:
              "ratio to goal": f"{peak / (500 * 2**20):.2f}x"}]
 
 
-def quality(tokenizer, steps: int) -> list[dict]:
+def quality(tokenizer, name: str, steps: int) -> list[dict]:
     "nanoGPT's CPU recipe three ways, on the same training tokens, scored on the same held-out tokens."
     shk = str(data_path("text-corpus", "tinyshakespeare.txt"))
     with tempfile.TemporaryDirectory() as d:
-        prepare(shk, tokenizer, f"{d}/p", "gpt2", val_share=0.1, workers=1, progress=False)
+        prepare(shk, tokenizer, f"{d}/p", name, val_share=0.1, workers=1, progress=False)
         m = read_manifest(f"{d}/p")
-        def tokens(split): return np.concatenate([np.fromfile(Path(d, "p", s["file"]), dtype=np.uint16) for s in m["splits"][split]]).astype(np.int64)
+        def tokens(split): return np.concatenate([np.fromfile(Path(d, "p", s["file"]), dtype=m["dtype"]) for s in m["splits"][split]]).astype(np.int64)
         train_tokens, held = tokens("train"), tokens("validation")
         def random_windows():
             g = torch.Generator().manual_seed(1337)
@@ -204,7 +204,7 @@ def quality(tokenizer, steps: int) -> list[dict]:
         results = {}
         for name, batches in samplers.items():
             torch.manual_seed(1337)
-            cfg = GPT3DevConfig(vocab_size=50304, n_positions=64, n_embd=128, n_layer=4, n_head=4, resid_pdrop=0.0,
+            cfg = GPT3DevConfig(vocab_size=len(tokenizer), n_positions=64, n_embd=128, n_layer=4, n_head=4, resid_pdrop=0.0,
                                 embd_pdrop=0.0, attn_pdrop=0.0, attention_layers=["dense"] * 4)
             model = GPT3DevForCausalLM(cfg).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
@@ -235,16 +235,8 @@ def held_out_loss(model, held: np.ndarray) -> float:
     return total / count
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--copies", type=int, default=8, help="copies of the two corpora in the delivery/preparation text")
-    ap.add_argument("--skip-memory", action="store_true", help="leave out the 1 GB preparation")
-    ap.add_argument("--quality", action="store_true", help="also train the nanoGPT recipe three ways (minutes)")
-    ap.add_argument("--steps", type=int, default=2000, help="training steps of each quality run")
-    args = ap.parse_args()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    print(f"machine: {machine()}\n")
-    tokenizer = load_tokenizer(str(data_path("gpt2-tokenizer")))
+def pipeline_tables(args, tokenizer):
+    "Parts 1-5: preparation, delivery, resume, background loading, memory."
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
         text = corpus(root / "text", args.copies)
@@ -261,9 +253,25 @@ def main():
         if not args.skip_memory:
             print("## Memory while preparing 1 GB\n\n" + table(memory(root, tokenizer), ["input", "workers", "seconds",
                   "peak memory (PSS, all processes)", "goal", "ratio to goal"]) + "\n")
-    if args.quality:
-        print(f"## Loss per token: samplers compared ({args.steps} steps each)\n\n" +
-              table(quality(tokenizer, args.steps), ["sampler", "held-out nats/token", "difference"]) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--copies", type=int, default=8, help="copies of the two corpora in the delivery/preparation text")
+    ap.add_argument("--skip-memory", action="store_true", help="leave out the 1 GB preparation")
+    ap.add_argument("--quality", action="store_true", help="also train the nanoGPT recipe three ways (minutes)")
+    ap.add_argument("--only-quality", action="store_true", help="the quality comparison alone")
+    ap.add_argument("--steps", type=int, default=2000, help="training steps of each quality run")
+    ap.add_argument("--quality-tokenizer", default=None, help="tokenizer of the quality runs (default GPT-2's; embedded: 12x cheaper)")
+    args = ap.parse_args()
+    print(f"machine: {machine()}\n")
+    tokenizer = load_tokenizer(str(data_path("gpt2-tokenizer")))
+    if not args.only_quality: pipeline_tables(args, tokenizer)
+    if args.quality or args.only_quality:
+        name = args.quality_tokenizer or "gpt2"
+        tok = load_tokenizer(args.quality_tokenizer) if args.quality_tokenizer else tokenizer
+        print(f"## Loss per token: samplers compared ({args.steps} steps each, tokenizer {name})\n\n" +
+              table(quality(tok, name, args.steps), ["sampler", "held-out nats/token", "difference"]) + "\n")
 
 
 if __name__ == "__main__":

@@ -220,14 +220,14 @@ def held_out(piece: int, share: float) -> bool:
     "Whether piece number `piece` of a source is held out for validation: evenly spread, a share `share` of pieces."
     return math.floor((piece + 1) * share + 0.5) > math.floor(piece * share + 0.5)
 
-# %% ../nbs/06_data.ipynb #5d9aeb49
+# %% ../nbs/06_data.ipynb #395c4a52
 def _document_ids(tokens: np.ndarray, eos: int) -> np.ndarray:
     "Document number of each token of a packed block, counted from 0: a document ends with its end-of-text token."
     eot = (tokens == eos).astype(np.int64)
     return np.cumsum(eot) - eot
 
 class TextBlocks:
-    "Blocks of one source for one split, tokenized as they are read; optionally shuffled through a buffer; every `world_size`-th block is `rank`'s."
+    "Blocks of one source for one split, tokenized as read, optionally through a shuffle buffer; every `world_size`-th is `rank`'s."
     def __init__(self, source: str, tokenizer, block_size: int, split: str = "train", val_share: float = 0.01,
                  shuffle: int = 0, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.source, self.tokenizer, self.block_size, self.split = source, tokenizer, block_size, split
@@ -274,7 +274,8 @@ class TextBlocks:
     def _shuffled(self) -> np.ndarray:
         "The next block in file order, or through a shuffle buffer of `shuffle` blocks (a random one out, the next one in)."
         if not self.shuffle: return self._next_block()
-        if len(self.pool) < self.shuffle: self.pool = np.stack([*self.pool, *(self._next_block() for _ in range(self.shuffle - len(self.pool)))])
+        if len(self.pool) < self.shuffle:                # fill the buffer first
+            self.pool = np.stack([*self.pool, *(self._next_block() for _ in range(self.shuffle - len(self.pool)))])
         j = self.rng.randrange(self.shuffle)
         out = self.pool[j].copy()
         self.pool[j] = self._next_block()
@@ -301,7 +302,7 @@ class TextBlocks:
         self.rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
         self._reader, self._ahead = None, deque()
 
-# %% ../nbs/06_data.ipynb #24467c9d
+# %% ../nbs/06_data.ipynb #cd1c56f2
 MANIFEST = "manifest.json"
 FORMAT = "gpt3dev-prepared"
 
@@ -337,7 +338,8 @@ def verify_prepared(folder) -> int:
             for name, key in ((shard["file"], "sha256"), (shard["index"], "index_sha256")):
                 if not (folder / name).is_file(): raise ValueError(f"shard {folder / name} is missing")
                 if _sha256(folder / name) != shard[key]:
-                    raise ValueError(f"shard {folder / name} does not match its checksum in {folder / MANIFEST}: it is damaged; prepare the data again")
+                    raise ValueError(f"shard {folder / name} does not match its checksum in {folder / MANIFEST}: it is damaged; "
+                                     f"prepare the data again")
             total += shard["tokens"]
     return total
 
@@ -418,17 +420,19 @@ def _batches(numbered, chars: int = 1 << 20):
             batch, size = [], 0
     if batch: yield batch
 
-# %% ../nbs/06_data.ipynb #4e35eeef
+# %% ../nbs/06_data.ipynb #4ba8289a
 def _local_chars(sources: list[str]) -> int | None:
     "The size in bytes of every local source, for a progress bar with a time left; None when a source is streamed or embedded."
-    try: return sum(f.stat().st_size for s in sources for f in source_files(s)) if not any(s == EMBEDDED or s.startswith("hf:") for s in sources) else None
+    if any(s == EMBEDDED or s.startswith("hf:") for s in sources): return None
+    try: return sum(f.stat().st_size for s in sources for f in source_files(s))
     except (FileNotFoundError, ValueError): return None
 
 _SETTINGS = ("sources", "tokenizer", "dtype", "val_share", "piece_chars", "shard_tokens")
 
 def _own_files(folder: Path) -> list[Path]:
     "The files `prepare` writes in `folder`: its manifest, shards, indexes and their temporary files."
-    return [p for p in folder.iterdir() if p.name.startswith(MANIFEST) or re.fullmatch(r"(train|validation)_\d{5}\.(bin|idx)(\.tmp)?", p.name)]
+    shard = re.compile(r"(train|validation)_\d{5}\.(bin|idx)(\.tmp)?")
+    return [p for p in folder.iterdir() if p.name.startswith(MANIFEST) or shard.fullmatch(p.name)]
 
 def _start(folder: Path, settings: dict, overwrite: bool) -> dict:
     "A new manifest for `settings`, or the unfinished one in `folder` to continue; a finished or foreign folder is refused."
@@ -442,7 +446,7 @@ def _start(folder: Path, settings: dict, overwrite: bool) -> dict:
         changed = [f"{k}: {manifest.get(k)!r} -> {settings[k]!r}" for k in _SETTINGS if manifest.get(k) != settings[k]]
         if changed: raise ValueError(f"{folder} holds an unfinished preparation with other settings ({'; '.join(changed)}): "
                                      f"run it with its own settings to finish it, or pass --overwrite")
-        done = {s["file"] for shards in manifest["splits"].values() for s in shards} | {s["index"] for shards in manifest["splits"].values() for s in shards}
+        done = {name for shards in manifest["splits"].values() for s in shards for name in (s["file"], s["index"])}
         for p in _own_files(folder):                       # what an interrupted run left half-made or not yet recorded
             if p.name != MANIFEST and p.name not in done: p.unlink()
         return manifest
@@ -494,9 +498,9 @@ def prepare(sources, tokenizer, out, tokenizer_name: str, val_share: float = 0.0
                     if writers["train"].tokens >= shard_tokens:
                         writers = _close_shard(folder, manifest, writers, {"source": s, "piece": k + 1}, dtype)
                 if bar is not None:
+                    done = _tokens(manifest) + sum(w.tokens for w in writers.values())
                     bar.update(sum(len(text) for _, (text, _) in batch))
-                    bar.set_postfix_str(f"{sum(w.tokens for w in writers.values()) + _tokens(manifest):,} tokens, "
-                                        f"{(_tokens(manifest) + sum(w.tokens for w in writers.values())) / max(bar.format_dict['elapsed'], 1e-9):,.0f} tokens/s", refresh=False)
+                    bar.set_postfix_str(f"{done:,} tokens, {done / max(bar.format_dict['elapsed'], 1e-9):,.0f} tokens/s", refresh=False)
             if manifest["pieces"][s] == 0: raise ValueError(f"data source {sources[s]!r} holds no documents")
         _close_shard(folder, manifest, writers, {"source": len(sources), "piece": 0}, dtype, last=True)
     finally:
@@ -547,7 +551,7 @@ def permute(i: int, n: int, key: int) -> int:
         i = (left << half) | right
         if i < n: return i
 
-# %% ../nbs/06_data.ipynb #1a127a65
+# %% ../nbs/06_data.ipynb #72dc5ca3
 class PreparedBlocks:
     "Blocks of one split of a prepared folder, memory-mapped: each epoch a seeded shift and order, every `world_size`-th for `rank`."
     def __init__(self, folder, block_size: int, split: str = "train", seed: int = 0, rank: int = 0, world_size: int = 1,
@@ -570,8 +574,9 @@ class PreparedBlocks:
         self.starts = np.cumsum([0] + [s["tokens"] for s in shards])
         self.total = int(self.starts[-1])
         if self.total < block_size + world_size * block_size:
+            hint = " (prepare it with a larger --val-share, or train with --skip-val)" if split == "validation" else ""
             raise ValueError(f"the {split} split of {folder} holds {self.total:,} tokens: too few for {world_size} process(es) "
-                             f"taking blocks of {block_size}")
+                             f"taking blocks of {block_size}{hint}")
         self.epoch, self.index = 0, 0                    # this rank's place: blocks taken in the current epoch
 
     def _open(self, name: str, dtype: str, count: int) -> np.ndarray:
@@ -629,7 +634,7 @@ class PreparedBlocks:
                              f"({self.total:,} tokens)")
         self.epoch, self.index = state["epoch"], state["index"]
 
-# %% ../nbs/06_data.ipynb #837e4090
+# %% ../nbs/06_data.ipynb #bef8f096
 class TokenStream:
     "An endless, resumable stream of `block_size`-token blocks for one process, mixed from weighted sources (prepared folders or text)."
     def __init__(self, sources, tokenizer, block_size: int, weights=None, split: str = "train", val_share: float = 0.01,
@@ -668,7 +673,7 @@ class TokenStream:
         return self.next_block(documents=False)[0].tolist()
 
     def batch(self, batch_size: int):
-        "`batch_size` blocks as a LongTensor [batch_size, block_size]; with `document_ids`, a dict of `input_ids`, `labels` and `document_ids`."
+        "`batch_size` blocks as a LongTensor [batch_size, block_size] (with `document_ids`: `input_ids`, `labels`, `document_ids`)."
         import torch
         tokens, docs = zip(*(self.next_block(self.document_ids) for _ in range(batch_size)))
         x = torch.from_numpy(np.stack(tokens))
@@ -690,9 +695,9 @@ class TokenStream:
         for stream, s in zip(self.streams, state["streams"]): stream.load_state_dict(s)
         self.rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
 
-# %% ../nbs/06_data.ipynb #95730438
+# %% ../nbs/06_data.ipynb #1e0053f0
 class Prefetcher:
-    "Batches of `stream` made by a background thread while the caller works; `state_dict()` is the stream's state after the batches taken."
+    "Batches of `stream` made by a background thread while the caller works; `state_dict()` is the state after those taken."
     def __init__(self, stream, batch_size: int, pin_memory: bool = False):
         self.stream, self.batch_size, self.pin_memory = stream, batch_size, pin_memory
         self._queue, self._next, self._thread, self._stop = None, None, None, threading.Event()
@@ -745,13 +750,13 @@ class Prefetcher:
 def _pinned(batch):
     return batch.pin_memory() if hasattr(batch, "pin_memory") else {k: v.pin_memory() for k, v in batch.items()}
 
-# %% ../nbs/06_data.ipynb #07dba726
+# %% ../nbs/06_data.ipynb #995ebc31
 @dataclass
 class PrepareConfig:
     "Settings of `gpt3dev_prepare`."
     data: list = arg(MISSING, "text to prepare: embedded, files, folders or globs of .txt/.jsonl/.parquet, or hf:NAME[:CONFIG]", "data")
     out: str = arg(MISSING, "the folder to write: token shards, their document ends, manifest.json", "data")
-    tokenizer: str = arg("embedded", "embedded[:VOCAB], a tokenizer directory or a Hub id (the model trained on it must use the same)", "data")
+    tokenizer: str = arg("embedded", "embedded[:VOCAB], a tokenizer directory or a Hub id (training must use the same)", "data")
     val_share: float = arg(0.01, "share of each source's text held out for validation (every 1/share-th piece of ~4k characters)", "data")
     shard_tokens: int = arg(100_000_000, "training tokens per shard (a killed preparation continues from its last whole shard)", "data")
     workers: int | None = arg(None, "tokenizer processes", "data", shown="one per CPU core")
