@@ -9,7 +9,7 @@ import importlib
 import sys
 
 COMMANDS = {"gpt3dev_train": "train", "gpt3dev_sft": "sft", "gpt3dev_eval": "evaluation", "gpt3dev_generate": "generate",
-            "gpt3dev_arch": "arch"}
+            "gpt3dev_arch": "arch", "gpt3dev_serve": "serve"}
 
 def run_command(prog: str, argv: list[str] | None = None) -> int:
     "Import the module of command `prog` (one of `COMMANDS`) and run its `main(argv)`; Ctrl-C while importing is one line and 130."
@@ -24,6 +24,7 @@ def sft(): return run_command("gpt3dev_sft")
 def evaluation(): return run_command("gpt3dev_eval")
 def generate(): return run_command("gpt3dev_generate")
 def arch(): return run_command("gpt3dev_arch")
+def serve(): return run_command("gpt3dev_serve")
 
 # %% auto #0
-__all__ = ['COMMANDS', 'run_command', 'train', 'sft', 'evaluation', 'generate', 'arch']
+__all__ = ['COMMANDS', 'run_command', 'train', 'sft', 'evaluation', 'generate', 'arch', 'serve']
