@@ -122,7 +122,8 @@ def test_bad_requests_are_errors_and_the_server_lives_on(server, client):
     with pytest.raises((openai.APIStatusError, openai.APIConnectionError)):
         client.chat.completions.create(model=server[1], messages=CHAT, max_tokens=500, temperature=0)
     assert server[2].poll() is None
-    r = client.chat.completions.create(model=server[1], messages=CHAT, max_tokens=3, temperature=0)
+    fresh = openai.OpenAI(base_url=server[0], api_key="unused", max_retries=0, timeout=120)   # the failed reply's connection is closed
+    r = fresh.chat.completions.create(model=server[1], messages=CHAT, max_tokens=3, temperature=0)
     assert r.usage.completion_tokens == 3
 
 
