@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .patterns import Columns, Dense, Pattern, parse
 
@@ -27,7 +28,7 @@ def _check_inputs(q, k, v, q_offset, attention_mask, document_ids=None, position
     if k.shape != v.shape[:3] + (k.shape[3],) or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit together "
                          "(same batch and heads, q/k head_dim equal, k and v the same length)")
-    if isinstance(q_offset, bool) or not isinstance(q_offset, int) or q_offset < 0:
+    if isinstance(q_offset, bool) or not isinstance(q_offset, (int, torch.SymInt)) or q_offset < 0:   # SymInt: in a traced graph
         raise ValueError(f"q_offset must be a non-negative integer, got {q_offset!r}")
     B, Tk = k.shape[0], k.shape[2]
     if attention_mask is not None and tuple(attention_mask.shape) != (B, Tk):
@@ -69,12 +70,16 @@ def reference_attention(q, k, v, pattern: Pattern, q_offset: int = 0, attention_
     return torch.matmul(weights_used, v), weights
 
 # %% ../nbs/02_attention.ipynb #c05c507e
+def _causal_within(pattern, n) -> bool:
+    "`pattern.is_causal_within(n)` where that holds for every length a traced graph may see: a symbolic `n` adds no guard."
+    return statically_known_true(pattern.is_causal_within(n))
+
 def sdpa_attention(q, k, v, pattern: Pattern, q_offset: int = 0, attention_mask=None, scale: float | None = None,
                    dropout_p: float = 0.0, document_ids=None, positions=None):
     "Attention through `scaled_dot_product_attention`; dense causal layers need no mask tensor."
     Tq, Tk = q.shape[2], k.shape[2]
     plain = attention_mask is None and document_ids is None and positions is None
-    causal = plain and Tk == q_offset + Tq and pattern.is_causal_within(Tk)
+    causal = plain and Tk == q_offset + Tq and _causal_within(pattern, Tk)
     if causal and q_offset == 0:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout_p)
     if causal and Tq == 1:  # one new query sees every cached key
@@ -313,6 +318,8 @@ def _blocked_parts(q, k, v, pattern, parts, q_offset, offset, key_bias, scale, d
 def blocked_attention(q, k, v, pattern: Pattern, q_offset: int = 0, attention_mask=None, scale: float | None = None,
                       dropout_p: float = 0.0, document_ids=None, positions=None):
     "Sparse attention that computes only the keys the pattern's parts can reach; O(T·w) for `Local(w)`."
+    if torch.compiler.is_compiling():    # traced (torch.export, ONNX): the plans are Python, so the graph gets SDPA's masked maths
+        return sdpa_attention(q, k, v, pattern, q_offset, attention_mask, scale, dropout_p, document_ids, positions)
     parts = pattern.parts()
     offsets = _row_offsets(pattern, attention_mask, document_ids, positions)
     if offsets is None or (document_ids is not None and any(isinstance(p, Columns) for p in parts)):
@@ -412,7 +419,7 @@ def choose_backend(q, k, pattern: Pattern, q_offset: int = 0, attention_mask=Non
     "The backend `auto` uses for these inputs."
     if return_weights: return "reference"
     Tq, Tk = q.shape[2], k.shape[2]
-    if Tk == q_offset + Tq and pattern.is_causal_within(Tk): return "sdpa"
+    if Tk == q_offset + Tq and _causal_within(pattern, Tk): return "sdpa"
     if _flex_ok(q):
         if dropout_p == 0: return "flex"
         _warn_once("attention dropout on CUDA: sparse layers run the 'blocked' kernel, as FlexAttention has no dropout "

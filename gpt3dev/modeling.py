@@ -13,6 +13,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils.generic import can_return_tuple
 
 from .attention import sparse_attention
 from .config import GPT3DevConfig
@@ -23,9 +24,9 @@ from .patterns import Dense, parse
 CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 # %% auto #0
-__all__ = ['CACHE_FIELD', 'ATTN_IMPLEMENTATIONS', 'GPT3DevLMHeadModel', 'attention_backend', 'GPT3DevAttention', 'GPT3DevMLP',
-           'GPT3DevBlock', 'GPT3DevPreTrainedModel', 'make_cache', 'document_positions', 'GPT3DevModel',
-           'GPT3DevForCausalLM']
+__all__ = ['CACHE_FIELD', 'ATTN_IMPLEMENTATIONS', 'IGNORED_KWARGS', 'GPT3DevLMHeadModel', 'attention_backend', 'GPT3DevAttention',
+           'GPT3DevMLP', 'GPT3DevBlock', 'GPT3DevPreTrainedModel', 'make_cache', 'document_positions', 'GPT3DevModel',
+           'causal_lm_loss', 'GPT3DevForCausalLM', 'export_lm', 'export_onnx']
 
 # %% ../nbs/04_modeling.ipynb #492dc061
 def _residual_projection(d_in: int, d_out: int) -> nn.Linear:
@@ -171,6 +172,19 @@ def _key_positions(position_ids, attention_mask, past: int, B: int) -> torch.Ten
     start = new.gather(1, first) - first - past                         # the position slot 0 would have
     return torch.cat([start + torch.arange(past, device=new.device), new], 1)
 
+def _inspectable(t: torch.Tensor) -> bool:
+    "True when reading `t`'s values costs nothing: a CPU tensor outside a traced graph (on a GPU it waits for the device)."
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+# Keyword arguments transformers' callers pass that change nothing here: `cache_position` (generate before 5.24; the
+# cache itself says where new tokens go), and the tokenizers `generate(tokenizer=...)` hands on to the forward (as
+# `transformers serve` does). Any other unknown name is an error rather than silently dropped.
+IGNORED_KWARGS = frozenset({"cache_position", "output_router_logits", "tokenizer", "assistant_tokenizer"})
+
+def _check_kwargs(kwargs: dict, where: str):
+    if unknown := sorted(set(kwargs) - IGNORED_KWARGS):
+        raise TypeError(f"{where}.forward() got keyword arguments it does not use: {', '.join(unknown)}")
+
 class GPT3DevModel(GPT3DevPreTrainedModel):
     "The GPT-3 decoder: embeddings, blocks, final LayerNorm; returns hidden states."
     def __init__(self, config: GPT3DevConfig):
@@ -186,20 +200,23 @@ class GPT3DevModel(GPT3DevPreTrainedModel):
     def get_input_embeddings(self): return self.wte
     def set_input_embeddings(self, value): self.wte = value
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache: Cache | None = None,
                 inputs_embeds=None, use_cache: bool | None = None, output_attentions: bool | None = None,
                 output_hidden_states: bool | None = None, past_key_values: Cache | None = None, document_ids=None, **kwargs):
-        "Hidden states of the last layer (and, if asked, of every layer, the attention weights, the cache)."
+        "Hidden states of the last layer (and, if asked, of every layer, the attention weights, the cache); a tuple if `return_dict=False`."
+        _check_kwargs(kwargs, type(self).__name__)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         cache = cache if cache is not None else past_key_values      # the name before transformers 5
-        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache is None:      # a graph being exported without a cache handed in returns none (a cache is no pytree)
+            use_cache = self.config.use_cache and not (cache is None and past_key_values is None and torch.compiler.is_exporting())
         if self.gradient_checkpointing and self.training: use_cache = False
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states)
         if inputs_embeds is None:
             if input_ids.dim() != 2: raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
-            if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            if _inspectable(input_ids) and input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
                 raise ValueError(f"input_ids hold token ids outside the vocabulary [0, {self.config.vocab_size}): "
                                  f"min {int(input_ids.min())}, max {int(input_ids.max())}")
             inputs_embeds = self.wte(input_ids)
@@ -216,13 +233,13 @@ class GPT3DevModel(GPT3DevPreTrainedModel):
                 raise ValueError(f"sequence of {past + T} tokens ({past} cached + {T} new) is longer than the model's "
                                  f"n_positions={self.config.n_positions}: shorten the prompt or generate fewer tokens")
             position_ids = torch.arange(past, past + T, device=inputs_embeds.device)[None]
-        elif int(position_ids.max()) >= self.config.n_positions:   # a left-padded cache may hold more slots than positions
+        elif _inspectable(position_ids) and int(position_ids.max()) >= self.config.n_positions:   # a left-padded cache may hold more slots than positions
             raise ValueError(f"position {int(position_ids.max())} is beyond the model's n_positions={self.config.n_positions}: "
                              f"shorten the prompt or generate fewer tokens")
         if attention_mask is not None:
             if attention_mask.dim() != 2 or attention_mask.shape != (B, past + T):
                 raise ValueError(f"attention_mask must be [batch, cached + new tokens] = {[B, past + T]}, got {list(attention_mask.shape)}")
-            if bool(attention_mask.all()): attention_mask = None
+            if _inspectable(attention_mask) and bool(attention_mask.all()): attention_mask = None
         positions = _key_positions(position_ids, attention_mask, past, B) if positions_given else None
 
         x = self.drop(inputs_embeds + self.wpe(position_ids))
@@ -238,6 +255,16 @@ class GPT3DevModel(GPT3DevPreTrainedModel):
                                        attentions=tuple(attentions) if output_attentions else None)
 
 # %% ../nbs/04_modeling.ipynb #5852ab01
+def causal_lm_loss(logits, labels=None, shift_labels=None, num_items_in_batch=None, ignore_index: int = -100):
+    "Next-token cross-entropy: position t against `labels[t + 1]`, or against `shift_labels[t]` when the caller shifted them."
+    if shift_labels is None:   # shifting the labels, not the logits, avoids a copy of the logits
+        shift_labels = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), shift_labels.flatten().to(logits.device), ignore_index=ignore_index,
+                           reduction="mean" if num_items_in_batch is None else "sum")
+    if num_items_in_batch is None: return loss
+    if torch.is_tensor(num_items_in_batch): num_items_in_batch = num_items_in_batch.to(loss.device)
+    return loss / num_items_in_batch        # gradient accumulation: every micro-batch divides by the whole step's tokens
+
 class GPT3DevForCausalLM(GPT3DevPreTrainedModel, GenerationMixin):
     "GPT-3 with a language-modelling head; `generate` works as for any Hugging Face causal LM."
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
@@ -258,21 +285,22 @@ class GPT3DevForCausalLM(GPT3DevPreTrainedModel, GenerationMixin):
             _fit_cache(cache, self.config)
             if generation_config.is_assistant: cache.activate_past_recording()
 
+    @can_return_tuple
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache: Cache | None = None,
                 inputs_embeds=None, labels=None, use_cache: bool | None = None, output_attentions: bool | None = None,
                 output_hidden_states: bool | None = None, logits_to_keep: int = 0, past_key_values: Cache | None = None,
-                document_ids=None, **kwargs):
-        "Logits over the vocabulary for every position (the last `logits_to_keep` if set), and the loss if `labels` are given."
+                document_ids=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+        "Logits over the vocabulary for every position (the last `logits_to_keep` if set), the loss if `labels` or `shift_labels` are given."
+        _check_kwargs(kwargs, type(self).__name__)
         out = self.transformer(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                                inputs_embeds=inputs_embeds, use_cache=use_cache, output_attentions=output_attentions,
                                output_hidden_states=output_hidden_states, past_key_values=past_key_values,
-                               document_ids=document_ids)
+                               document_ids=document_ids, return_dict=True)
         h = out.last_hidden_state
         logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
         loss = None
-        if labels is not None:   # position t predicts label t + 1; shifting the labels avoids copying the logits
-            shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), shifted.flatten(), ignore_index=-100)
+        if labels is not None or shift_labels is not None:
+            loss = causal_lm_loss(logits, labels, shift_labels, num_items_in_batch)
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: getattr(out, CACHE_FIELD)},
                                       hidden_states=out.hidden_states, attentions=out.attentions)
 
@@ -285,3 +313,24 @@ AutoModelForCausalLM.register(GPT3DevConfig, GPT3DevForCausalLM, exist_ok=True)
 GPT3DevConfig.register_for_auto_class()
 GPT3DevModel.register_for_auto_class("AutoModel")
 GPT3DevForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+# %% ../nbs/04_modeling.ipynb #8adfb71a
+def _export_inputs(model) -> tuple[dict, dict]:
+    "A sample `input_ids` for tracing, and its dynamic shapes: batch and length symbolic, the length up to `n_positions`."
+    sample = torch.zeros(2, min(12, model.config.n_positions), dtype=torch.long, device=model.device)
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq", max=model.config.n_positions)}
+    return {"input_ids": sample}, {"input_ids": dims}
+
+def export_lm(model: GPT3DevForCausalLM) -> torch.export.ExportedProgram:
+    "`model`'s forward on `input_ids` [batch, seq] as an exported graph, batch and length symbolic (up to `n_positions`)."
+    kwargs, dims = _export_inputs(model)
+    return torch.export.export(model, (), kwargs, dynamic_shapes=dims, strict=False)
+
+# %% ../nbs/04_modeling.ipynb #9daa68c1
+def export_onnx(model: GPT3DevForCausalLM, path) -> str:
+    "Write `model`'s forward as ONNX to `path` (input `input_ids` [batch, seq], output `logits`); needs `onnxscript`."
+    kwargs, dims = _export_inputs(model)
+    program = torch.onnx.export(model, (), kwargs=kwargs, dynamic_shapes=dims, input_names=["input_ids"],
+                                output_names=["logits"], dynamo=True, verbose=False)
+    program.save(str(path))
+    return str(path)
