@@ -474,6 +474,7 @@ def parser() -> argparse.ArgumentParser:
     o = ap.add_argument_group("output")
     o.add_argument("--output", help="write every metric and the settings to this JSON file")
     o.add_argument("--log-samples", help="write one JSON line per document (its requests with log-likelihoods and greedy flags) to this file")
+    o.add_argument("--overwrite", action="store_true", help="let --output and --log-samples replace files that exist (without it: refused before the run)")
     return ap
 
 def _shots_note(k: int) -> str:
@@ -490,6 +491,10 @@ def _run(args) -> int:
     for flag, path in (("--output", args.output), ("--log-samples", args.log_samples)):    # before the run: its scores are not lost to a bad name
         if path and Path(path).is_dir(): raise ValueError(f"{flag} {path} is a directory: give a file name")
         if path and not Path(path).expanduser().resolve().parent.is_dir(): raise ValueError(f"{flag} {path}: its folder does not exist")
+        if path and Path(path).exists() and not args.overwrite:
+            raise ValueError(f"{flag} {path} already exists: replace it with --overwrite, or choose another file")
+    if args.output and args.log_samples and Path(args.output).expanduser().resolve() == Path(args.log_samples).expanduser().resolve():
+        raise ValueError(f"--output and --log-samples name the same file ({args.output}): give each its own")
     if not 0 <= args.num_fewshot <= 5: raise ValueError(f"MMLU num_fewshot must be 0-5 (the dev split has 5 per subject), got {args.num_fewshot}")
     subjects = [s.strip() for s in args.mmlu_tasks.split(",") if s.strip()] if args.mmlu_tasks else None
     pairs, subjects = _resolve(names or TASKS, subjects)

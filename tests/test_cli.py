@@ -89,6 +89,38 @@ def test_eval_cli_bad_input(tiny_checkpoint, args, message):
     assert r.stderr.strip().splitlines()[-1].startswith(message), r.stderr
 
 
+
+@pytest.mark.parametrize("flag", ["--output", "--log-samples"])
+def test_eval_cli_keeps_an_existing_file_unless_overwrite(tiny_checkpoint, tmp_path, flag):
+    "A file the user named that exists is refused before anything runs, one line naming flag and file, and left as it was."
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text("earlier results\n")
+    args = ["gpt3dev_eval", "--model", str(tiny_checkpoint), "--data-dir", str(SHARED / "data"), "--tasks", "lambada_openai",
+            "--limit", "2", flag, str(earlier)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and r.stdout == "", (r.stdout, r.stderr)
+    assert flag in lines[0] and str(earlier) in lines[0] and "--overwrite" in lines[0], lines[0]
+    assert earlier.read_text() == "earlier results\n"
+    r = subprocess.run(args + ["--overwrite"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert earlier.read_text() != "earlier results\n" and "lambada" in earlier.read_text()
+
+
+def test_arch_keeps_an_existing_checkpoint_unless_overwrite(tiny_checkpoint, tmp_path):
+    "--save into a directory that holds a model: refused in one line naming it and --overwrite, not a byte changed."
+    d = tmp_path / "ck"
+    shutil.copytree(tiny_checkpoint, d)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    args = ["--preset", "tiny", "--set", "n_layer=2", "--save", str(d), "--tokenizer", "none"]
+    r = cli(*args)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and str(d) in lines[0] and "--overwrite" in lines[0], r.stderr
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    r = cli(*args, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((d / "config.json").read_text())["n_layer"] == 2
+
 def test_generate_cli_is_reproducible_and_reads_stdin(tiny_checkpoint):
     base = ["gpt3dev_generate", "--model", str(tiny_checkpoint), "--max-new-tokens", "12", "--temperature", "0.9", "--top-p", "0.95"]
     a = subprocess.run(base + ["--prompt", "ROMEO:", "--seed", "5"], capture_output=True, text=True)

@@ -2,6 +2,7 @@
 with CI, and importing gpt3dev stays cheap."""
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,20 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_command in ci.splitlines(), f".ci/run does not run the README's test command: {test_command}"
 
+
+
+def test_ci_sets_nothing_the_readme_does_not_ask_for():
+    "CI runs the tests in a user's environment: every variable .ci/run exports is one the README tells the user about."
+    ci, readme = (ROOT / ".ci" / "run").read_text(), (ROOT / "README.md").read_text()
+    lines = [line.split("#")[0].strip() for line in ci.splitlines()]
+    exported = {word.split("=")[0] for line in lines if line.startswith("export ") for word in shlex.split(line)[1:]}
+    command = fenced_blocks(readme, "sh")[1]                           # and NAME=value put before the test command itself
+    assigned = {word.split("=")[0] for line in lines if command in line for word in shlex.split(line.split(command)[0]) if "=" in word}
+    assert exported, "no export found in .ci/run: the test no longer reads it"
+    for name in sorted(exported | assigned):
+        assert f"`{name}" in readme, f".ci/run sets {name}, which the README does not tell a user to set"
+    for name in ("HF_HUB_OFFLINE", "MPLBACKEND", "WANDB_MODE"):
+        assert name not in exported | assigned, f".ci/run sets {name}: the tests would pass there and fail in a plain shell"
 
 def test_import_is_light():
     # what makes `import gpt3dev` fast is not importing torch; a wall-time bound would only measure the machine's load
