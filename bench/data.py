@@ -152,14 +152,14 @@ def background(prepared: Path, tokenizer, steps: int = 20) -> list[dict]:
             {"step fed": "Prefetcher (prepared data)", "ms": f"{1000 * b:.1f}", "ratio": f"{b / a:.3f}x"}]
 
 
-def memory(root: Path, tokenizer) -> list[dict]:
-    "Peak proportional set size of `gpt3dev_prepare` and its workers while it prepares a 1 GB text file."
+def memory(root: Path, tokenizer, size: int = 1 << 30) -> list[dict]:
+    "Peak proportional set size of `gpt3dev_prepare` and its workers while it prepares a `size`-byte (1 GiB) text file."
     import psutil
     big = root / "big.txt"
     piece = data_path("text-corpus", "tinyshakespeare.txt").read_bytes() + data_path(
         "text-corpus", "wikitext-2-raw-v1.test.nonempty-lines.crlf.txt").read_bytes()
     with open(big, "wb") as fh:
-        while fh.tell() < 1 << 30: fh.write(piece)
+        while fh.tell() < size: fh.write(piece)
     cmd = ["gpt3dev_prepare", "--no-progress", "--data", str(big), "--out", str(root / "big"), "--tokenizer",
            str(data_path("gpt2-tokenizer")), "--workers", "2"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -251,14 +251,15 @@ def pipeline_tables(args, tokenizer):
         print("## Training step with background loading (4 layers, d_model 128, batch 8 x 256)\n\n" +
               table(background(root / "prepared_2", tokenizer), ["step fed", "ms", "ratio"]) + "\n")
         if not args.skip_memory:
-            print("## Memory while preparing 1 GB\n\n" + table(memory(root, tokenizer), ["input", "workers", "seconds",
+            print("## Memory while preparing a large .txt\n\n" + table(memory(root, tokenizer, args.memory_bytes), ["input", "workers", "seconds",
                   "peak memory (PSS, all processes)", "goal", "ratio to goal"]) + "\n")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=8, help="copies of the two corpora in the delivery/preparation text")
-    ap.add_argument("--skip-memory", action="store_true", help="leave out the 1 GB preparation")
+    ap.add_argument("--skip-memory", action="store_true", help="leave out the large preparation")
+    ap.add_argument("--memory-bytes", type=int, default=1 << 30, help="size of the .txt prepared to measure memory (1 GiB)")
     ap.add_argument("--quality", action="store_true", help="also train the nanoGPT recipe three ways (minutes)")
     ap.add_argument("--only-quality", action="store_true", help="the quality comparison alone")
     ap.add_argument("--steps", type=int, default=2000, help="training steps of each quality run")
