@@ -11,6 +11,7 @@ log-likelihoods and greedy flags must equal the engine's for every request it sc
 
     python bench/evaluation.py [--baseline-requests 300] [--batch-size 16] [--limit N] [--tokenizer embedded|gpt2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,29 +38,56 @@ from gpt3dev.modeling import GPT3DevForCausalLM  # noqa: E402
 def one_at_a_time(model, tok, context, continuation, window):
     "One request alone: left-truncated input, full logits, log-softmax at every position (the harness at batch size 1)."
     ctx, cont = encode_pair(tok, context, continuation)
-    ids = torch.tensor([(ctx + cont)[-(window + 1):][:-1]])
-    logp = F.log_softmax(model(ids).logits[0].float(), -1)[-len(cont):]
+    ids = torch.tensor([(ctx + cont)[-(window + 1) :][:-1]])
+    logp = F.log_softmax(model(ids).logits[0].float(), -1)[-len(cont) :]
     target = torch.tensor(cont)
     return logp.gather(-1, target[:, None]).sum().item(), bool((logp.argmax(-1) == target).all())
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--baseline-requests", type=int, default=300, help="requests per task timed one at a time, a random sample; more than the task has times all of them (default: 300)")
+    ap.add_argument(
+        "--baseline-requests",
+        type=int,
+        default=300,
+        help="requests per task timed one at a time, a random sample; more than the task has times all of them (default: 300)",
+    )
     ap.add_argument("--batch-size", type=int, default=16, help="the engine's batch size (default: 16)")
     ap.add_argument("--limit", type=int, help="documents per task, per MMLU subject (default: all)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
-    ap.add_argument("--sample", type=int, help="HellaSwag/LAMBADA: score a fixed random sample of N documents and extrapolate the time (default: all)")
-    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="tasks to score (default: all three)")
-    ap.add_argument("--n-positions", type=int, default=256,
-                    help="context window; the preset's 128 cannot hold HellaSwag's longest ending in the embedded tokenizer, 133 tokens (default: 256)")
-    ap.add_argument("--tokenizer", default="embedded", choices=["embedded", "gpt2"],
-                    help="embedded: gpt3dev_train's tiny-model tokenizer (4096 tokens); gpt2: shared/data's GPT-2 files (default: embedded)")
+    ap.add_argument(
+        "--sample",
+        type=int,
+        help="HellaSwag/LAMBADA: score a fixed random sample of N documents and extrapolate the time (default: all)",
+    )
+    ap.add_argument(
+        "--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="tasks to score (default: all three)"
+    )
+    ap.add_argument(
+        "--n-positions",
+        type=int,
+        default=256,
+        help="context window; the preset's 128 cannot hold HellaSwag's longest ending in the embedded tokenizer, 133 tokens (default: 256)",
+    )
+    ap.add_argument(
+        "--tokenizer",
+        default="embedded",
+        choices=["embedded", "gpt2"],
+        help="embedded: gpt3dev_train's tiny-model tokenizer (4096 tokens); gpt2: shared/data's GPT-2 files (default: embedded)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     tok = load_tokenizer("embedded" if args.tokenizer == "embedded" else str(data_path("gpt2-tokenizer")))
     torch.manual_seed(0)
-    model = GPT3DevForCausalLM(GPT3DevConfig.from_preset("tiny", vocab_size=len(tok), n_positions=args.n_positions, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)).eval()
+    model = GPT3DevForCausalLM(
+        GPT3DevConfig.from_preset(
+            "tiny",
+            vocab_size=len(tok),
+            n_positions=args.n_positions,
+            bos_token_id=tok.eos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    ).eval()
     window, load0 = model.config.n_positions, os.getloadavg()[0]
     rows, checks = [], []
     for task in args.tasks:
@@ -72,7 +100,7 @@ def main(argv=None):
         engine = (time.perf_counter() - t) * scale
         reqs = [r for s in res["samples"] for r in s["requests"]]
         sample = random.Random(0).sample(reqs, min(args.baseline_requests, len(reqs)))
-        one_at_a_time(model, tok, sample[0]["context"], sample[0]["continuation"], window)             # warm-up
+        one_at_a_time(model, tok, sample[0]["context"], sample[0]["continuation"], window)  # warm-up
         t = time.perf_counter()
         base = [one_at_a_time(model, tok, r["context"], r["continuation"], window) for r in sample]
         per_request = (time.perf_counter() - t) / len(sample)
@@ -80,24 +108,53 @@ def main(argv=None):
         relative = max(abs(ll - r["loglikelihood"]) / max(1.0, abs(ll)) for (ll, _), r in zip(base, sample))
         same_greedy = all(g == r["is_greedy"] for (_, g), r in zip(base, sample))
         # float32 sums over up to ~130 continuation tokens: equal within 1e-4 relative, as the engine's own probe asks
-        checks.append((f"{task}: the engine's scores equal one-at-a-time on " + (f"all {len(sample):,} requests" if len(sample) == len(reqs) else f"{len(sample):,} sampled requests"),
-                       relative <= 1e-4 and same_greedy,
-                       f"largest difference {worst:.1e} ({relative:.1e} relative), greedy flags {'equal' if same_greedy else 'DIFFER'}"))
+        checks.append(
+            (
+                f"{task}: the engine's scores equal one-at-a-time on "
+                + (
+                    f"all {len(sample):,} requests" if len(sample) == len(reqs) else f"{len(sample):,} sampled requests"
+                ),
+                relative <= 1e-4 and same_greedy,
+                f"largest difference {worst:.1e} ({relative:.1e} relative), greedy flags {'equal' if same_greedy else 'DIFFER'}",
+            )
+        )
         r = res[task]
-        metrics = ", ".join(f"{k} {v:.4f}" if v < 1e6 else f"{k} {v:.4e}" for k, v in r.items() if k in ("acc", "acc_norm", "perplexity"))
+        metrics = ", ".join(
+            f"{k} {v:.4f}" if v < 1e6 else f"{k} {v:.4e}"
+            for k, v in r.items()
+            if k in ("acc", "acc_norm", "perplexity")
+        )
         n_reqs = len(reqs) * scale
-        rows.append({"task": task, "documents": f"{r['n']:,}" + (f" of {r['n'] * scale:,.0f} (a random sample; times extrapolated)" if scale > 1 else ""),
-                     "requests": f"{n_reqs:,.0f}", "gpt3dev (s)": f"{engine:.0f}", "requests/s": f"{n_reqs / engine:.0f}",
-                     "one at a time (s)": f"{per_request * n_reqs:.0f}" + ("" if len(sample) == n_reqs else f" (extrapolated from {len(sample)} timed)"),
-                     "speedup": f"{per_request * n_reqs / engine:.1f}x", "metrics": metrics})
+        rows.append(
+            {
+                "task": task,
+                "documents": f"{r['n']:,}"
+                + (f" of {r['n'] * scale:,.0f} (a random sample; times extrapolated)" if scale > 1 else ""),
+                "requests": f"{n_reqs:,.0f}",
+                "gpt3dev (s)": f"{engine:.0f}",
+                "requests/s": f"{n_reqs / engine:.0f}",
+                "one at a time (s)": f"{per_request * n_reqs:.0f}"
+                + ("" if len(sample) == n_reqs else f" (extrapolated from {len(sample)} timed)"),
+                "speedup": f"{per_request * n_reqs / engine:.1f}x",
+                "metrics": metrics,
+            }
+        )
         print(rows[-1], flush=True)
     total_engine = sum(float(r["gpt3dev (s)"]) for r in rows)
     total_base = sum(float(r["one at a time (s)"].split()[0]) for r in rows)
-    rows.append({"task": "all three", "gpt3dev (s)": f"{total_engine:.0f}", "one at a time (s)": f"{total_base:.0f}",
-                 "speedup": f"{total_base / total_engine:.1f}x"})
-    print(f"## Evaluation (`bench/evaluation.py`)\n\nMachine: {machine()}; load average {load0:.1f} at the start, "
-          f"{os.getloadavg()[0]:.1f} at the end. Model: the `tiny` preset (4 layers, d=64, 4 heads, random weights) with {window} positions "
-          f"with the {args.tokenizer} tokenizer ({len(tok):,} tokens), float32; engine batch size {args.batch_size}, shared contexts.\n")
+    rows.append(
+        {
+            "task": "all three",
+            "gpt3dev (s)": f"{total_engine:.0f}",
+            "one at a time (s)": f"{total_base:.0f}",
+            "speedup": f"{total_base / total_engine:.1f}x",
+        }
+    )
+    print(
+        f"## Evaluation (`bench/evaluation.py`)\n\nMachine: {machine()}; load average {load0:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end. Model: the `tiny` preset (4 layers, d=64, 4 heads, random weights) with {window} positions "
+        f"with the {args.tokenizer} tokenizer ({len(tok):,} tokens), float32; engine batch size {args.batch_size}, shared contexts.\n"
+    )
     print(table(rows, list(rows[0])))
     print("\nChecks:\n" + "\n".join(f"- [{'x' if ok else ' '}] {t}: {d}" for t, ok, d in checks))
 

@@ -8,6 +8,7 @@
     python bench/export.py            # 4 layers, d=512, 8 heads, vocab 8192, dense / local:32
     python bench/export.py --smoke    # a tiny model, a few repetitions: the code paths only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,10 @@ from common import machine, table, timeit  # noqa: E402
 from gpt3dev.config import GPT3DevConfig  # noqa: E402
 from gpt3dev.modeling import GPT3DevForCausalLM, export_lm, export_onnx  # noqa: E402
 
-SIZES = {"full": dict(n_layer=4, n_embd=512, n_head=8, vocab_size=8192, n_positions=1024, window_size=32),
-         "smoke": dict(n_layer=2, n_embd=32, n_head=4, vocab_size=256, n_positions=160, window_size=32)}
+SIZES = {
+    "full": dict(n_layer=4, n_embd=512, n_head=8, vocab_size=8192, n_positions=1024, window_size=32),
+    "smoke": dict(n_layer=2, n_embd=32, n_head=4, vocab_size=256, n_positions=160, window_size=32),
+}
 
 
 def equality(model, program, session) -> list[dict]:
@@ -40,8 +43,14 @@ def equality(model, program, session) -> list[dict]:
                 eager = model(x).logits
                 graph = program.module()(input_ids=x).logits
             ort = session.run(["logits"], {"input_ids": x.numpy()})[0]
-            rows.append({"batch": B, "length": T, "torch.export max diff": f"{(graph - eager).abs().max().item():.1e}",
-                         "onnxruntime max diff": f"{np.abs(ort - eager.numpy()).max():.1e}"})
+            rows.append(
+                {
+                    "batch": B,
+                    "length": T,
+                    "torch.export max diff": f"{(graph - eager).abs().max().item():.1e}",
+                    "onnxruntime max diff": f"{np.abs(ort - eager.numpy()).max():.1e}",
+                }
+            )
     return rows
 
 
@@ -51,11 +60,21 @@ def speed(model, session, T: int, reps: int) -> list[dict]:
     for B in (1, 8):
         x = torch.randint(0, model.config.vocab_size, (B, T))
         feed = {"input_ids": x.numpy()}
+
         def eager():
-            with torch.inference_mode(): model(x, use_cache=False)
+            with torch.inference_mode():
+                model(x, use_cache=False)
+
         base = B * T / timeit(eager, reps=reps, warmup=2)
         ort = B * T / timeit(lambda: session.run(["logits"], feed), reps=reps, warmup=2)
-        rows.append({"batch": B, "eager PyTorch tok/s": f"{base:,.0f}", "onnxruntime tok/s": f"{ort:,.0f}", "onnxruntime / eager": f"{ort / base:.2f}x"})
+        rows.append(
+            {
+                "batch": B,
+                "eager PyTorch tok/s": f"{base:,.0f}",
+                "onnxruntime tok/s": f"{ort:,.0f}",
+                "onnxruntime / eager": f"{ort / base:.2f}x",
+            }
+        )
     return rows
 
 
@@ -73,17 +92,29 @@ def main(argv=None):
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     with tempfile.TemporaryDirectory() as d:
         program = export_lm(model)
-        session = onnxruntime.InferenceSession(export_onnx(model, Path(d) / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    print(f"Machine: {machine()}; onnxruntime {onnxruntime.__version__}, {threads} threads each; "
-          f"load average at start {os.getloadavg()[0]:.1f}.")
-    print(f"Model: {cfg.n_layer} layers ({' / '.join(cfg.attention_layers[:2])}), d={cfg.n_embd}, {cfg.n_head} heads, "
-          f"vocab {cfg.vocab_size}, float32; exported once with symbolic batch and length.\n")
+        session = onnxruntime.InferenceSession(
+            export_onnx(model, Path(d) / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+    print(
+        f"Machine: {machine()}; onnxruntime {onnxruntime.__version__}, {threads} threads each; "
+        f"load average at start {os.getloadavg()[0]:.1f}."
+    )
+    print(
+        f"Model: {cfg.n_layer} layers ({' / '.join(cfg.attention_layers[:2])}), d={cfg.n_embd}, {cfg.n_head} heads, "
+        f"vocab {cfg.vocab_size}, float32; exported once with symbolic batch and length.\n"
+    )
     print("Logits of the exported model against eager PyTorch (float32):\n")
-    print(table(equality(model, program, session), ["batch", "length", "torch.export max diff", "onnxruntime max diff"]))
+    print(
+        table(equality(model, program, session), ["batch", "length", "torch.export max diff", "onnxruntime max diff"])
+    )
     reps = 2 if args.smoke else args.reps
     print(f"\n{args.length}-token forward (no cache), median of {reps}:\n")
-    print(table(speed(model, session, args.length, reps),
-                ["batch", "eager PyTorch tok/s", "onnxruntime tok/s", "onnxruntime / eager"]))
+    print(
+        table(
+            speed(model, session, args.length, reps),
+            ["batch", "eager PyTorch tok/s", "onnxruntime tok/s", "onnxruntime / eager"],
+        )
+    )
 
 
 if __name__ == "__main__":

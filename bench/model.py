@@ -9,6 +9,7 @@
 
     python bench/model.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,14 +39,18 @@ def train_step_time(cfg, T, steps):
     model = GPT3DevForCausalLM(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(0, cfg.vocab_size, (1, T))
+
     def step():
         opt.zero_grad(set_to_none=True)
         model(ids, labels=ids, use_cache=False).loss.backward()
         opt.step()
-    step()                                   # warm-up (allocations, AdamW state)
+
+    step()  # warm-up (allocations, AdamW state)
     times = []
     for _ in range(steps):
-        t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 
 
@@ -56,11 +61,26 @@ def training(lengths, steps):
         ts, td = train_step_time(sparse_cfg, T, steps), train_step_time(dense_cfg, T, steps)
         predicted = flops_per_token(dense_cfg, T) / flops_per_token(sparse_cfg, T)
         measured = td / ts
-        rows.append({"T": T, "all dense tok/s": f"{T / td:,.0f}", "gpt3dev tok/s": f"{T / ts:,.0f}",
-                     "measured speedup": f"{measured:.2f}x", "FLOP-predicted": f"{predicted:.2f}x",
-                     "measured / predicted": f"{measured / predicted:.0%}"})
-        if T == 8192: checks.append((f"T=8192: measured speedup >= 85% of predicted", measured / predicted >= 0.85, f"{measured / predicted:.0%}"))
-        if T == 2048: checks.append((f"T=2048: gpt3dev no slower than all-dense", measured >= 1.0, f"{measured:.2f}x"))
+        rows.append(
+            {
+                "T": T,
+                "all dense tok/s": f"{T / td:,.0f}",
+                "gpt3dev tok/s": f"{T / ts:,.0f}",
+                "measured speedup": f"{measured:.2f}x",
+                "FLOP-predicted": f"{predicted:.2f}x",
+                "measured / predicted": f"{measured / predicted:.0%}",
+            }
+        )
+        if T == 8192:
+            checks.append(
+                (
+                    f"T=8192: measured speedup >= 85% of predicted",
+                    measured / predicted >= 0.85,
+                    f"{measured / predicted:.0%}",
+                )
+            )
+        if T == 2048:
+            checks.append((f"T=2048: gpt3dev no slower than all-dense", measured >= 1.0, f"{measured:.2f}x"))
         print(rows[-1], file=sys.stderr, flush=True)
     return rows, checks
 
@@ -74,14 +94,17 @@ def generation(new_tokens, prompt_len, reps):
     for name, model in [("transformers GPT2LMHeadModel", gpt2), ("gpt3dev (dense / local:256)", ours)]:
         kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
         with torch.no_grad():
-            model.generate(prompt, **{**kw, "max_new_tokens": 16, "min_new_tokens": 16})   # warm-up
+            model.generate(prompt, **{**kw, "max_new_tokens": 16, "min_new_tokens": 16})  # warm-up
             times = []
             for _ in range(reps):
-                t = time.perf_counter(); out = model.generate(prompt, **kw); times.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                out = model.generate(prompt, **kw)
+                times.append(time.perf_counter() - t)
         assert out.shape[1] == prompt_len + new_tokens
         res[name] = new_tokens / min(times)
     base = res["transformers GPT2LMHeadModel"]
-    for name, tps in res.items(): rows.append({"model": name, "new tokens/s": f"{tps:.1f}", "vs GPT-2": f"{tps / base:.2f}x"})
+    for name, tps in res.items():
+        rows.append({"model": name, "new tokens/s": f"{tps:.1f}", "vs GPT-2": f"{tps / base:.2f}x"})
     ratio = res["gpt3dev (dense / local:256)"] / base
     return rows, [("generation at least as fast as GPT2LMHeadModel", ratio >= 1.0, f"{ratio:.2f}x")]
 
@@ -89,20 +112,35 @@ def generation(new_tokens, prompt_len, reps):
 def cache_memory(steps):
     torch.manual_seed(0)
     rows = {}
-    for name, cfg in [("all dense", config(steps + 64, dense=True)), ("gpt3dev (dense / local:256)", config(steps + 64))]:
+    for name, cfg in [
+        ("all dense", config(steps + 64, dense=True)),
+        ("gpt3dev (dense / local:256)", config(steps + 64)),
+    ]:
         model = GPT3DevForCausalLM(cfg).eval()
         cache = make_cache(cfg)
         tok = torch.randint(0, 8192, (1, 1))
         with torch.no_grad():
-            for _ in range(steps): tok = model(tok, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
+            for _ in range(steps):
+                tok = model(tok, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
         per_layer = [layer.keys.shape[2] for layer in cache.layers]
-        nbytes = sum(l.keys.numel() * l.keys.element_size() + l.values.numel() * l.values.element_size() for l in cache.layers)
+        nbytes = sum(
+            l.keys.numel() * l.keys.element_size() + l.values.numel() * l.values.element_size() for l in cache.layers
+        )
         rows[name] = (per_layer, nbytes)
     dense_bytes = rows["all dense"][1]
-    out = [{"cache": n, "positions kept per layer": str(pl), "MiB": f"{b / 2**20:.1f}", "vs all dense": f"{b / dense_bytes:.2f}x"}
-           for n, (pl, b) in rows.items()]
+    out = [
+        {
+            "cache": n,
+            "positions kept per layer": str(pl),
+            "MiB": f"{b / 2**20:.1f}",
+            "vs all dense": f"{b / dense_bytes:.2f}x",
+        }
+        for n, (pl, b) in rows.items()
+    ]
     local_kept = rows["gpt3dev (dense / local:256)"][0][1::2]
-    return out, [("local layers hold at most window (256) positions", max(local_kept) <= 256, f"{max(local_kept)} kept")]
+    return out, [
+        ("local layers hold at most window (256) positions", max(local_kept) <= 256, f"{max(local_kept)} kept")
+    ]
 
 
 def main(argv=None):
@@ -117,14 +155,21 @@ def main(argv=None):
     t_rows, t_checks = training(args.T, args.steps)
     g_rows, g_checks = generation(args.new_tokens, 32, reps=3)
     c_rows, c_checks = cache_memory(args.cache_steps)
-    print(f"## Model (`bench/model.py`)\n\nMachine: {machine()}. Model: 4 layers, d=512, 8 heads, vocab 8192, float32, batch 1.\n")
+    print(
+        f"## Model (`bench/model.py`)\n\nMachine: {machine()}. Model: 4 layers, d=512, 8 heads, vocab 8192, float32, batch 1.\n"
+    )
     print("Training step (forward + backward + AdamW), gpt3dev against the same model with every layer dense (SDPA):\n")
     print(table(t_rows, list(t_rows[0])))
-    print(f"\nGeneration with the KV cache, {args.new_tokens} new tokens after a 32-token prompt (greedy, `generate`), best of 3:\n")
+    print(
+        f"\nGeneration with the KV cache, {args.new_tokens} new tokens after a 32-token prompt (greedy, `generate`), best of 3:\n"
+    )
     print(table(g_rows, list(g_rows[0])))
     print(f"\nKV cache after {args.cache_steps} generated tokens:\n")
     print(table(c_rows, list(c_rows[0])))
-    print("\nTargets:\n" + "\n".join(f"- [{'x' if ok else ' '}] {text}: {detail}" for text, ok, detail in t_checks + g_checks + c_checks))
+    print(
+        "\nTargets:\n"
+        + "\n".join(f"- [{'x' if ok else ' '}] {text}: {detail}" for text, ok, detail in t_checks + g_checks + c_checks)
+    )
 
 
 if __name__ == "__main__":

@@ -21,35 +21,50 @@ __all__ = ['PAPER_DIFFERENCES', 'flop_text', 'trained_config', 'preset_table', '
            'main']
 
 # %% ../nbs/11_arch.ipynb #9f186ccc
-PAPER_DIFFERENCES = {   # (preset, column): (what Table 2.1 prints, why gpt3dev differs)
-    ("gpt3-xl", "heads"): (24, "the paper prints 24 heads, but 24 heads of d_head 128 make 3072, not its d_model 2048: 16 heads of 128 here"),
-    ("gpt3-13b", "d_model"): (5140, "the paper prints d_model 5140, but its 40 heads of d_head 128 make 5120: 5120 here"),
+PAPER_DIFFERENCES = {  # (preset, column): (what Table 2.1 prints, why gpt3dev differs)
+    ("gpt3-xl", "heads"): (
+        24,
+        "the paper prints 24 heads, but 24 heads of d_head 128 make 3072, not its d_model 2048: 16 heads of 128 here",
+    ),
+    ("gpt3-13b", "d_model"): (
+        5140,
+        "the paper prints d_model 5140, but its 40 heads of d_head 128 make 5120: 5120 here",
+    ),
 }
+
 
 def _layers(config: GPT3DevConfig) -> str:
     return " + ".join(f"{n} {spec}" for spec, n in Counter(config.attention_layers).items())
 
+
 def _size(n: float) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+
 
 def flop_text(n: float) -> str:
     "`n` FLOPs with the SI prefix that shows three significant digits: `'1.52 MFLOP'`, `'8.24 GFLOP'`."
     for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if n >= scale: return f"{n / scale:.3g} {prefix}FLOP"
+        if n >= scale:
+            return f"{n / scale:.3g} {prefix}FLOP"
     return f"{n:.3g} FLOP"
+
 
 def trained_config(name: str, **overrides) -> GPT3DevConfig:
     "Preset `name` as `gpt3dev_train --preset NAME` builds it for `tiny` (the vocabulary of the trainer's default tokenizer); the paper's sizes keep GPT-2's vocabulary, as in the paper."
     if name == "tiny" and "vocab_size" not in overrides:
         from gpt3dev.data import load_tokenizer
         from gpt3dev.train import TrainConfig
+
         overrides["vocab_size"] = len(load_tokenizer(TrainConfig().tokenizer))
     return GPT3DevConfig.from_preset(name, **overrides)
 
+
 def preset_table(seq_len: int = 2048) -> str:
     "Every preset: shape, parameters (ours against the paper's), training FLOPs per token, layer patterns; `*` marks a departure from the paper's table, explained below it."
-    head = (f"{'preset':<11} {'layers':>6} {'d_model':>8} {'heads':>6} {'d_head':>6} {'vocab':>6} {'params':>9} {'paper':>8} {'diff':>6} "
-            f"{'train FLOP/token':>16}  attention layers")
+    head = (
+        f"{'preset':<11} {'layers':>6} {'d_model':>8} {'heads':>6} {'d_head':>6} {'vocab':>6} {'params':>9} {'paper':>8} {'diff':>6} "
+        f"{'train FLOP/token':>16}  attention layers"
+    )
     rows = [head, "-" * len(head)]
     for name, p in PRESETS.items():
         cfg = trained_config(name)
@@ -57,18 +72,24 @@ def preset_table(seq_len: int = 2048) -> str:
         n = count_parameters(cfg)
         paper = _size(p.n_params) if p.n_params else "-"
         diff = f"{n / p.n_params - 1:+.1%}" if p.n_params else "-"
-        rows.append(f"{name:<11} {cfg.n_layer:>6} {cell('d_model', cfg.n_embd, 8)} {cell('heads', cfg.n_head, 6)} {cfg.head_dim:>6} "
-                    f"{cfg.vocab_size:>6} {_size(n):>9} {paper:>8} {diff:>6} {flop_text(flops_per_token(cfg, min(seq_len, cfg.n_positions))):>16}  {_layers(cfg)}")
+        rows.append(
+            f"{name:<11} {cfg.n_layer:>6} {cell('d_model', cfg.n_embd, 8)} {cell('heads', cfg.n_head, 6)} {cfg.head_dim:>6} "
+            f"{cfg.vocab_size:>6} {_size(n):>9} {paper:>8} {diff:>6} {flop_text(flops_per_token(cfg, min(seq_len, cfg.n_positions))):>16}  {_layers(cfg)}"
+        )
     notes = [f"* {name} {column}: {why}" for (name, column), (_, why) in PAPER_DIFFERENCES.items()]
-    notes += ["tiny: not in the paper; the model gpt3dev_train --preset tiny trains, with its default tokenizer's vocabulary",
-              f"local:W: the paper's locally banded layers do not give the band's width; {GPT3DevConfig().window_size} is GPT-Neo's",
-              f"FLOPs: forward and backward pass per token over sequences of min({seq_len}, the model's context) tokens"]
+    notes += [
+        "tiny: not in the paper; the model gpt3dev_train --preset tiny trains, with its default tokenizer's vocabulary",
+        f"local:W: the paper's locally banded layers do not give the band's width; {GPT3DevConfig().window_size} is GPT-Neo's",
+        f"FLOPs: forward and backward pass per token over sequences of min({seq_len}, the model's context) tokens",
+    ]
     return "\n".join(rows + [""] + notes)
 
 # %% ../nbs/11_arch.ipynb #96b60b36
 def build_meta(config: GPT3DevConfig) -> GPT3DevForCausalLM:
     "The model for `config` with every tensor on the `meta` device: real shapes, no memory."
-    with torch.device("meta"): return GPT3DevForCausalLM(config)
+    with torch.device("meta"):
+        return GPT3DevForCausalLM(config)
+
 
 def describe(config: GPT3DevConfig) -> str:
     "A readable account of the architecture `config` describes."
@@ -76,13 +97,19 @@ def describe(config: GPT3DevConfig) -> str:
     t = model.transformer
     n = lambda m: sum(p.numel() for p in m.parameters())
     T = config.n_positions
-    lines = [f"GPT3DevForCausalLM: {config.n_layer} layers, d_model {config.n_embd}, {config.n_head} heads of {config.head_dim}, "
-             f"MLP {config.inner_dim}, context {T}, vocabulary {config.vocab_size}",
-             f"  parameters     {n(model):>15,}" + ("  (output head tied to the token embeddings)" if config.tie_word_embeddings else ""),
-             f"  token emb.     {n(t.wte):>15,}", f"  position emb.  {n(t.wpe):>15,}",
-             f"  attention      {sum(n(b.attn) for b in t.h):>15,}", f"  MLP            {sum(n(b.mlp) for b in t.h):>15,}",
-             f"  LayerNorms     {sum(n(b.ln_1) + n(b.ln_2) for b in t.h) + n(t.ln_f):>15,}",
-             f"  training cost  {flop_text(flops_per_token(config))} per token at T={T}", "  layers:"]
+    lines = [
+        f"GPT3DevForCausalLM: {config.n_layer} layers, d_model {config.n_embd}, {config.n_head} heads of {config.head_dim}, "
+        f"MLP {config.inner_dim}, context {T}, vocabulary {config.vocab_size}",
+        f"  parameters     {n(model):>15,}"
+        + ("  (output head tied to the token embeddings)" if config.tie_word_embeddings else ""),
+        f"  token emb.     {n(t.wte):>15,}",
+        f"  position emb.  {n(t.wpe):>15,}",
+        f"  attention      {sum(n(b.attn) for b in t.h):>15,}",
+        f"  MLP            {sum(n(b.mlp) for b in t.h):>15,}",
+        f"  LayerNorms     {sum(n(b.ln_1) + n(b.ln_2) for b in t.h) + n(t.ln_f):>15,}",
+        f"  training cost  {flop_text(flops_per_token(config))} per token at T={T}",
+        "  layers:",
+    ]
     dense = T * (T + 1) // 2
     for i, p in enumerate(config.patterns):
         lines.append(f"    {i:>3}  {str(p):<14} computes {p.nnz(T) / dense:6.1%} of a dense layer's scores at T={T}")
@@ -90,89 +117,150 @@ def describe(config: GPT3DevConfig) -> str:
 
 # %% ../nbs/11_arch.ipynb #b3730f52
 def _ram_bytes() -> int:
-    try: return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError): return 0
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
-_MODEL_FILES = ("config.json", "generation_config.json", "model*.safetensors*", "pytorch_model*.bin*", "tokenizer*", "vocab.json",
-                "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.*")
 
-def save_random(preset: str, out: str, tokenizer: str | None = "gpt2", seed: int = 0, overwrite: bool = False,
-                **overrides) -> GPT3DevForCausalLM:
+_MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model*.safetensors*",
+    "pytorch_model*.bin*",
+    "tokenizer*",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.*",
+)
+
+
+def save_random(
+    preset: str, out: str, tokenizer: str | None = "gpt2", seed: int = 0, overwrite: bool = False, **overrides
+) -> GPT3DevForCausalLM:
     "Save a randomly initialised `preset` model (and `tokenizer`, a Hub id or path) to directory `out`; a model there needs `overwrite`."
     from transformers import AutoTokenizer
+
     folder = Path(out)
-    if folder.exists() and not folder.is_dir(): raise ValueError(f"--save {out} is a file: a checkpoint needs a directory")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--save {out} is a file: a checkpoint needs a directory")
     held = sorted({p.name for pattern in _MODEL_FILES for p in folder.glob(pattern)}) if folder.is_dir() else []
     if held and not overwrite:
-        raise ValueError(f"{out} already holds a model ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}): "
-                         "pass --overwrite to replace it with random weights, or choose another directory")
+        raise ValueError(
+            f"{out} already holds a model ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}): "
+            "pass --overwrite to replace it with random weights, or choose another directory"
+        )
     tok = None
     if tokenizer:
         check_saved(tokenizer, "tokenizer", ("tokenizer_config.json", "tokenizer.json", "vocab.json"))
-        try: tok = AutoTokenizer.from_pretrained(tokenizer)
+        try:
+            tok = AutoTokenizer.from_pretrained(tokenizer)
         except (OSError, ValueError) as e:
             raise ValueError(f"cannot load tokenizer {tokenizer!r} (a Hub id or a local directory): {e}") from None
         overrides.setdefault("vocab_size", len(tok))
         if tok.eos_token_id is not None:
-            overrides.setdefault("bos_token_id", tok.eos_token_id); overrides.setdefault("eos_token_id", tok.eos_token_id)
+            overrides.setdefault("bos_token_id", tok.eos_token_id)
+            overrides.setdefault("eos_token_id", tok.eos_token_id)
     config = GPT3DevConfig.from_preset(preset, **overrides) if tok is not None else trained_config(preset, **overrides)
-    for name in ("bos_token_id", "eos_token_id"):          # no special token outside the vocabulary (GPT-2's 50256 in a smaller one)
-        if name not in overrides and isinstance(getattr(config, name), int) and getattr(config, name) >= config.vocab_size:
+    for name in (
+        "bos_token_id",
+        "eos_token_id",
+    ):  # no special token outside the vocabulary (GPT-2's 50256 in a smaller one)
+        if (
+            name not in overrides
+            and isinstance(getattr(config, name), int)
+            and getattr(config, name) >= config.vocab_size
+        ):
             setattr(config, name, None)
     need, have = 4 * count_parameters(config), _ram_bytes()
     if have and need > 0.8 * have:
-        raise ValueError(f"{preset} needs {need / 2**30:.1f} GiB in float32 but this machine has {have / 2**30:.1f} GiB: "
-                         "use build_meta() to inspect it without memory")
+        raise ValueError(
+            f"{preset} needs {need / 2**30:.1f} GiB in float32 but this machine has {have / 2**30:.1f} GiB: "
+            "use build_meta() to inspect it without memory"
+        )
     torch.manual_seed(seed)
     model = GPT3DevForCausalLM(config)
-    for name in held: (folder / name).unlink()             # no old tokenizer or weight shard left beside the new model
-    with quiet_transformers(): model.save_pretrained(out)
-    if tok is not None: tok.save_pretrained(out)
+    for name in held:
+        (folder / name).unlink()  # no old tokenizer or weight shard left beside the new model
+    with quiet_transformers():
+        model.save_pretrained(out)
+    if tok is not None:
+        tok.save_pretrained(out)
     return model
 
 # %% ../nbs/11_arch.ipynb #f158233c
 def _value(text: str):
     for cast in (int, float):
-        try: return cast(text)
-        except ValueError: pass
-    if text.lower() in ("true", "false"): return text.lower() == "true"
-    if "," in text: return [s.strip() for s in text.split(",")]
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if "," in text:
+        return [s.strip() for s in text.split(",")]
     return text
+
 
 def parser() -> argparse.ArgumentParser:
     "The argument parser of `gpt3dev_arch`: every flag with its help and default."
     ap = CLIParser(prog="gpt3dev_arch", description="GPT-3's model sizes: counted, described, built, saved.")
     m = ap.add_argument_group("model")
-    m.add_argument("--preset", choices=list(PRESETS), help="describe (or save) this preset").shown = "the table of every preset"
-    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    m.add_argument(
+        "--preset", choices=list(PRESETS), help="describe (or save) this preset"
+    ).shown = "the table of every preset"
+    m.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)"
+    )
     m.add_argument("--seq-len", type=int, default=2048, help="sequence length of the table's FLOP counts")
     s = ap.add_argument_group("saving")
-    s.add_argument("--save", metavar="DIR", help="save a randomly initialised checkpoint of --preset in this directory").shown = "nothing saved"
-    s.add_argument("--tokenizer", default="gpt2", help="tokenizer saved with --save: a Hub id or directory ('none' for none)")
+    s.add_argument(
+        "--save", metavar="DIR", help="save a randomly initialised checkpoint of --preset in this directory"
+    ).shown = "nothing saved"
+    s.add_argument(
+        "--tokenizer", default="gpt2", help="tokenizer saved with --save: a Hub id or directory ('none' for none)"
+    )
     s.add_argument("--seed", type=int, default=0, help="seed of the random initial weights")
     s.add_argument("--overwrite", action="store_true", help="let --save replace a model already in its directory")
     return ap
+
 
 def _arch(args) -> int:
     "The body of `gpt3dev_arch`: the table, one preset described, or a random checkpoint saved."
     overrides = {}
     for item in args.set:
-        if "=" not in item: raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1); overrides[k.strip()] = _value(v.strip())
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = _value(v.strip())
     unknown = sorted(set(overrides) - set(GPT3DevConfig().to_dict()))
-    if unknown: raise ValueError(f"--set: {unknown[0]!r} is not a GPT3DevConfig field (see `gpt3dev_arch --preset NAME` for the fields)")
-    if args.save and not args.preset: raise ValueError("--save needs --preset")
-    if args.seq_len < 1: raise ValueError(f"--seq-len must be >= 1, got {args.seq_len}")
+    if unknown:
+        raise ValueError(
+            f"--set: {unknown[0]!r} is not a GPT3DevConfig field (see `gpt3dev_arch --preset NAME` for the fields)"
+        )
+    if args.save and not args.preset:
+        raise ValueError("--save needs --preset")
+    if args.seq_len < 1:
+        raise ValueError(f"--seq-len must be >= 1, got {args.seq_len}")
     if not args.preset:
-        print(preset_table(args.seq_len)); return 0
-    try: config = trained_config(args.preset, **overrides)
-    except TypeError as e: raise ValueError(f"--set: {e}") from None
+        print(preset_table(args.seq_len))
+        return 0
+    try:
+        config = trained_config(args.preset, **overrides)
+    except TypeError as e:
+        raise ValueError(f"--set: {e}") from None
     if args.save:
         tok = None if args.tokenizer.lower() == "none" else args.tokenizer
-        config = save_random(args.preset, args.save, tokenizer=tok, seed=args.seed, overwrite=args.overwrite, **overrides).config
+        config = save_random(
+            args.preset, args.save, tokenizer=tok, seed=args.seed, overwrite=args.overwrite, **overrides
+        ).config
     print(describe(config))
-    if args.save: print(f"saved a randomly initialised {args.preset} to {args.save}")
+    if args.save:
+        print(f"saved a randomly initialised {args.preset} to {args.save}")
     return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `gpt3dev_arch`: 0 on success, 2 for bad input."

@@ -22,13 +22,19 @@ __all__ = ['BACKENDS', 'FUSED_CPU_KERNEL', 'reference_attention', 'sdpa_attentio
 # %% ../nbs/02_attention.ipynb #c40c3531
 BACKENDS = ("reference", "sdpa", "blocked", "flex", "auto")
 
+
 def _check_inputs(q, k, v, q_offset, attention_mask, document_ids=None, positions=None):
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dim() != 4: raise ValueError(f"{name} must be [batch, heads, seq, head_dim], got shape {tuple(t.shape)}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be [batch, heads, seq, head_dim], got shape {tuple(t.shape)}")
     if k.shape != v.shape[:3] + (k.shape[3],) or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
-        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit together "
-                         "(same batch and heads, q/k head_dim equal, k and v the same length)")
-    if isinstance(q_offset, bool) or not isinstance(q_offset, (int, torch.SymInt)) or q_offset < 0:   # SymInt: in a traced graph
+        raise ValueError(
+            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit together "
+            "(same batch and heads, q/k head_dim equal, k and v the same length)"
+        )
+    if (
+        isinstance(q_offset, bool) or not isinstance(q_offset, (int, torch.SymInt)) or q_offset < 0
+    ):  # SymInt: in a traced graph
         raise ValueError(f"q_offset must be a non-negative integer, got {q_offset!r}")
     B, Tk = k.shape[0], k.shape[2]
     if attention_mask is not None and tuple(attention_mask.shape) != (B, Tk):
@@ -37,32 +43,49 @@ def _check_inputs(q, k, v, q_offset, attention_mask, document_ids=None, position
         if t is not None and (tuple(t.shape) != (B, Tk) or q_offset + q.shape[2] > Tk):
             raise ValueError(f"{name} must be [batch, kv_len] = {[B, Tk]} covering the queries, got {list(t.shape)}")
 
+
 def _acc_dtype(t: torch.Tensor) -> torch.dtype:
     "Scores and softmax statistics are kept in float32 for half-precision inputs, else in the input's dtype."
     return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
 
+
 def _pattern_mask(pattern, Tq, Tk, q_offset, positions=None, device=None):
     "The pattern as bool [Tq, Tk] over slots, or [B, 1, Tq, Tk] at the tokens' `positions` (and causal in slots)."
-    if positions is None: return pattern.dense(Tq, Tk, q_offset, device=device)
-    i, j = positions[:, q_offset:q_offset + Tq, None], positions[:, None, :]
+    if positions is None:
+        return pattern.dense(Tq, Tk, q_offset, device=device)
+    i, j = positions[:, q_offset : q_offset + Tq, None], positions[:, None, :]
     return (pattern.allowed(i, j) & Dense().dense(Tq, Tk, q_offset, device=device))[:, None]
+
 
 def _allowed(pattern, Tq, Tk, q_offset, attention_mask=None, document_ids=None, positions=None, device=None):
     "Where a query may attend: the pattern, real keys (`attention_mask`), its own document; bool [Tq, Tk] or [B, 1, Tq, Tk]."
     allowed = _pattern_mask(pattern, Tq, Tk, q_offset, positions, device)
-    if attention_mask is not None: allowed = allowed & attention_mask.bool()[:, None, None, :]
+    if attention_mask is not None:
+        allowed = allowed & attention_mask.bool()[:, None, None, :]
     if document_ids is not None:
-        allowed = allowed & (document_ids[:, q_offset:q_offset + Tq, None] == document_ids[:, None, :])[:, None]
+        allowed = allowed & (document_ids[:, q_offset : q_offset + Tq, None] == document_ids[:, None, :])[:, None]
     return allowed
 
 # %% ../nbs/02_attention.ipynb #d594b5be
-def reference_attention(q, k, v, pattern: Pattern, q_offset: int = 0, attention_mask=None, scale: float | None = None,
-                        dropout_p: float = 0.0, document_ids=None, positions=None):
+def reference_attention(
+    q,
+    k,
+    v,
+    pattern: Pattern,
+    q_offset: int = 0,
+    attention_mask=None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    document_ids=None,
+    positions=None,
+):
     "Masked-softmax attention over the full score matrix; returns `(output, weights)`."
     Tq, Tk = q.shape[2], k.shape[2]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    allowed = _allowed(pattern, Tq, Tk, q_offset, attention_mask, document_ids, positions, q.device)  # (Tq, Tk) or (B, 1, Tq, Tk)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scale               # (B, H, Tq, Tk)
+    allowed = _allowed(
+        pattern, Tq, Tk, q_offset, attention_mask, document_ids, positions, q.device
+    )  # (Tq, Tk) or (B, 1, Tq, Tk)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # (B, H, Tq, Tk)
     any_key = allowed.any(-1, keepdim=True)
     scores = scores.masked_fill(~allowed, float("-inf")).masked_fill(~any_key, 0.0)
     weights = torch.softmax(scores.to(_acc_dtype(q)), dim=-1).masked_fill(~allowed, 0.0).to(q.dtype)
@@ -74,8 +97,19 @@ def _causal_within(pattern, n) -> bool:
     "`pattern.is_causal_within(n)` where that holds for every length a traced graph may see: a symbolic `n` adds no guard."
     return statically_known_true(pattern.is_causal_within(n))
 
-def sdpa_attention(q, k, v, pattern: Pattern, q_offset: int = 0, attention_mask=None, scale: float | None = None,
-                   dropout_p: float = 0.0, document_ids=None, positions=None):
+
+def sdpa_attention(
+    q,
+    k,
+    v,
+    pattern: Pattern,
+    q_offset: int = 0,
+    attention_mask=None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    document_ids=None,
+    positions=None,
+):
     "Attention through `scaled_dot_product_attention`; dense causal layers need no mask tensor."
     Tq, Tk = q.shape[2], k.shape[2]
     plain = attention_mask is None and document_ids is None and positions is None
@@ -92,39 +126,49 @@ def sdpa_attention(q, k, v, pattern: Pattern, q_offset: int = 0, attention_mask=
 # %% ../nbs/02_attention.ipynb #35db6768
 class _Plan:
     "Query chunks `(a, b, ks, ke)` with their masks (True = masked); biases and empty rows derived once."
+
     def __init__(self, chunks, blocked):
         self.chunks, self.blocked, self._biases = chunks, blocked, {}
         rows = {id(m): m.all(-1) for m in blocked}
-        self.empty = [rows[id(m)] if rows[id(m)].any() else None for m in blocked]   # rows with no key
+        self.empty = [rows[id(m)] if rows[id(m)].any() else None for m in blocked]  # rows with no key
 
     def biases(self, dtype):
         "The masks as additive biases (0 or -inf) in `dtype`, each distinct mask converted once."
         if dtype not in self._biases:
             seen = {}
-            self._biases[dtype] = [seen.setdefault(id(m), torch.zeros(m.shape, dtype=dtype, device=m.device)
-                                                   .masked_fill_(m, float("-inf"))) for m in self.blocked]
+            self._biases[dtype] = [
+                seen.setdefault(
+                    id(m), torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill_(m, float("-inf"))
+                )
+                for m in self.blocked
+            ]
         return self._biases[dtype]
+
 
 def _plan(q_pos, k_pos, chunk, key_range, allowed, align: int = 1) -> _Plan:
     "Plan chunks of `chunk` queries at consecutive positions `q_pos` over keys at sorted positions `k_pos`."
     chunk = max(align, chunk // align * align)
-    first = (-int(q_pos[0])) % align if len(q_pos) else 0       # the first query at a multiple of `align`
+    first = (-int(q_pos[0])) % align if len(q_pos) else 0  # the first query at a multiple of `align`
     starts = sorted({0, *range(first, len(q_pos), chunk)})
     chunks, blocked, seen = [], [], {}
     for a, b in zip(starts, starts[1:] + [len(q_pos)]):
-        if a >= b: continue
+        if a >= b:
+            continue
         lo, hi = key_range(int(q_pos[a]), int(q_pos[b - 1]) + 1)
         ks, ke = (int(x) for x in torch.searchsorted(k_pos, torch.tensor([lo, hi], device=k_pos.device)))
-        if ke <= ks: continue
+        if ke <= ks:
+            continue
         m = ~allowed(q_pos[a:b, None], k_pos[None, ks:ke])
         key = (m.shape, m.cpu().numpy().tobytes())
-        chunks.append((a, b, ks, ke)); blocked.append(seen.setdefault(key, m))
+        chunks.append((a, b, ks, ke))
+        blocked.append(seen.setdefault(key, m))
     return _Plan(chunks, blocked)
 
 # %% ../nbs/02_attention.ipynb #7b9cf0c7
 _flash_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 _flash_cpu_backward = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
-FUSED_CPU_KERNEL = True   # False forces the pure-PyTorch chunk loop (tests check both paths)
+FUSED_CPU_KERNEL = True  # False forces the pure-PyTorch chunk loop (tests check both paths)
+
 
 class _ChunkedAttention(torch.autograd.Function):
     "Attention over query chunks, each against one contiguous key range; returns `(out, lse)`."
@@ -142,17 +186,21 @@ class _ChunkedAttention(torch.autograd.Function):
         if fused:
             for (a, b, ks, ke), bias, empty in zip(plan.chunks, plan.biases(q.dtype), plan.empty):
                 mask = _chunk_mask(bias, key_bias, docs, a, b, ks, ke, q.dtype)
-                o, l = _flash_cpu(q[None, :, a:b], k[None, :, ks:ke], v[None, :, ks:ke], attn_mask=_4d(mask), scale=scale)
+                o, l = _flash_cpu(
+                    q[None, :, a:b], k[None, :, ks:ke], v[None, :, ks:ke], attn_mask=_4d(mask), scale=scale
+                )
                 out[:, a:b], lse[:, a:b, 0] = o[0], l[0]
                 # the fused kernel reports lse 0 for a row with no key; merging needs -inf there
-                if mask.dim() == 3: empty = (mask == float("-inf")).all(-1)
-                if empty is not None: lse[:, a:b, 0].masked_fill_(empty, float("-inf"))
+                if mask.dim() == 3:
+                    empty = (mask == float("-inf")).all(-1)
+                if empty is not None:
+                    lse[:, a:b, 0].masked_fill_(empty, float("-inf"))
         else:
             qs = q * scale
             for (a, b, ks, ke), bias in zip(plan.chunks, plan.biases(acc)):
                 p = _scores(qs[:, a:b], k[:, ks:ke], bias, key_bias, ks, ke, docs, a, b)  # (N, b-a, ke-ks)
                 m = p.amax(-1, keepdim=True)
-                m.masked_fill_(m == float("-inf"), 0.0)                          # rows with no key: p becomes 0
+                m.masked_fill_(m == float("-inf"), 0.0)  # rows with no key: p becomes 0
                 p.sub_(m).exp_()
                 l = p.sum(-1, keepdim=True)
                 if dropout_p > 0:
@@ -164,8 +212,15 @@ class _ChunkedAttention(torch.autograd.Function):
                 lse[:, a:b] = m + l.log()
         ctx.docs = docs
         ctx.save_for_backward(q, k, v, out, lse, key_bias if key_bias is not None else torch.empty(0), *keeps)
-        ctx.plan, ctx.scale, ctx.dropout_p, ctx.has_key_bias, ctx.lse_grad = plan, scale, dropout_p, key_bias is not None, lse_grad
-        if not lse_grad: ctx.mark_non_differentiable(lse)
+        ctx.plan, ctx.scale, ctx.dropout_p, ctx.has_key_bias, ctx.lse_grad = (
+            plan,
+            scale,
+            dropout_p,
+            key_bias is not None,
+            lse_grad,
+        )
+        if not lse_grad:
+            ctx.mark_non_differentiable(lse)
         return out, lse[..., 0]
 
     @staticmethod
@@ -175,69 +230,103 @@ class _ChunkedAttention(torch.autograd.Function):
         key_bias = key_bias if ctx.has_key_bias else None
         acc = _acc_dtype(q)
         dq, dk, dv = (torch.zeros(t.shape, dtype=acc, device=t.device) for t in (q, k, v))
-        if FUSED_CPU_KERNEL and _flash_cpu_backward is not None and q.device.type == "cpu" and drop == 0 and not ctx.lse_grad:
-            lse_k = lse[..., 0].masked_fill(lse[..., 0] == float("-inf"), 0.0)     # as the fused kernel wrote it
+        if (
+            FUSED_CPU_KERNEL
+            and _flash_cpu_backward is not None
+            and q.device.type == "cpu"
+            and drop == 0
+            and not ctx.lse_grad
+        ):
+            lse_k = lse[..., 0].masked_fill(lse[..., 0] == float("-inf"), 0.0)  # as the fused kernel wrote it
             for (a, b, ks, ke), bias in zip(plan.chunks, plan.biases(q.dtype)):
                 mask = _chunk_mask(bias, key_bias, ctx.docs, a, b, ks, ke, q.dtype)
-                g = _flash_cpu_backward(dout[None, :, a:b], q[None, :, a:b], k[None, :, ks:ke], v[None, :, ks:ke],
-                                        out[None, :, a:b], lse_k[None, :, a:b], 0.0, False, attn_mask=_4d(mask), scale=scale)
-                dq[:, a:b] = g[0][0]; dk[:, ks:ke] += g[1][0]; dv[:, ks:ke] += g[2][0]
+                g = _flash_cpu_backward(
+                    dout[None, :, a:b],
+                    q[None, :, a:b],
+                    k[None, :, ks:ke],
+                    v[None, :, ks:ke],
+                    out[None, :, a:b],
+                    lse_k[None, :, a:b],
+                    0.0,
+                    False,
+                    attn_mask=_4d(mask),
+                    scale=scale,
+                )
+                dq[:, a:b] = g[0][0]
+                dk[:, ks:ke] += g[1][0]
+                dv[:, ks:ke] += g[2][0]
             return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None
         qs = q * scale
-        delta = (dout.to(acc) * out.to(acc)).sum(-1, keepdim=True)      # (N, Tq, 1)
-        if dlse is not None and ctx.lse_grad: delta = delta - dlse[..., None]
-        safe = lse.masked_fill(lse == float("-inf"), float("inf"))     # rows with no key: p = 0
+        delta = (dout.to(acc) * out.to(acc)).sum(-1, keepdim=True)  # (N, Tq, 1)
+        if dlse is not None and ctx.lse_grad:
+            delta = delta - dlse[..., None]
+        safe = lse.masked_fill(lse == float("-inf"), float("inf"))  # rows with no key: p = 0
         for idx, ((a, b, ks, ke), bias) in enumerate(zip(plan.chunks, plan.biases(acc))):
             kc, vc, doc = k[:, ks:ke], v[:, ks:ke], dout[:, a:b]
             p = _scores(qs[:, a:b], kc, bias, key_bias, ks, ke, ctx.docs, a, b).sub_(safe[:, a:b]).exp_()
-            dp = torch.bmm(doc, vc.transpose(1, 2)).to(acc)              # dL/d(dropped, normalised p)
+            dp = torch.bmm(doc, vc.transpose(1, 2)).to(acc)  # dL/d(dropped, normalised p)
             if drop > 0:
                 keep = keeps[idx] / (1 - drop)
                 dv[:, ks:ke] += torch.bmm((p * keep).transpose(1, 2), doc.to(acc))
                 dp.mul_(keep)
             else:
                 dv[:, ks:ke] += torch.bmm(p.transpose(1, 2), doc.to(acc))
-            ds = p.mul_(dp.sub_(delta[:, a:b]))                          # dL/d(scores)
+            ds = p.mul_(dp.sub_(delta[:, a:b]))  # dL/d(scores)
             dq[:, a:b] = torch.bmm(ds, kc.to(acc)).mul_(scale)
             dk[:, ks:ke] += torch.bmm(ds.transpose(1, 2), qs[:, a:b].to(acc))
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None
+
 
 def _4d(mask):
     "The fused kernel takes a 2-d mask or a 4-d one: (N, c, k) becomes (1, N, c, k)."
     return mask if mask.dim() == 2 else mask[None]
 
+
 def _scores(qc, kc, bias, key_bias, ks, ke, docs=None, a=0, b=0):
     "Scaled, masked scores of one chunk, in the accumulation dtype: bias + (q·scale) kᵀ (+ padding, documents)."
-    if qc.dtype == bias.dtype: s = torch.baddbmm(bias, qc, kc.transpose(1, 2))
-    else: s = torch.bmm(qc, kc.transpose(1, 2)).to(bias.dtype).add_(bias)
-    if key_bias is not None: s.add_(key_bias[:, :, ks:ke])
-    if docs is not None: s.masked_fill_(docs[0][:, a:b, None] != docs[1][:, None, ks:ke], float("-inf"))
+    if qc.dtype == bias.dtype:
+        s = torch.baddbmm(bias, qc, kc.transpose(1, 2))
+    else:
+        s = torch.bmm(qc, kc.transpose(1, 2)).to(bias.dtype).add_(bias)
+    if key_bias is not None:
+        s.add_(key_bias[:, :, ks:ke])
+    if docs is not None:
+        s.masked_fill_(docs[0][:, a:b, None] != docs[1][:, None, ks:ke], float("-inf"))
     return s
+
 
 def _chunk_mask(bias, key_bias, docs, a, b, ks, ke, dtype):
     "The fused kernel's additive mask for one chunk: pattern, padding and documents."
     mask = bias if key_bias is None else bias + key_bias[:, :, ks:ke].to(dtype)
     if docs is not None:
-        mask = mask.expand(docs[0].shape[0], *bias.shape).masked_fill(docs[0][:, a:b, None] != docs[1][:, None, ks:ke], float("-inf"))
+        mask = mask.expand(docs[0].shape[0], *bias.shape).masked_fill(
+            docs[0][:, a:b, None] != docs[1][:, None, ks:ke], float("-inf")
+        )
     return mask
+
 
 def _chunked(q, k, v, plan, key_bias, scale, dropout_p, lse_grad=True, docs=None):
     "Run `_ChunkedAttention` on (..., T, D) tensors: flatten the leading dims, then restore them."
     lead = q.shape[:-2]
     flat = lambda t: t.reshape(-1, *t.shape[-2:])
-    if key_bias is not None: key_bias = flat(key_bias.expand(*lead, 1, k.shape[-2]))
-    if docs is not None:   # (B, T) -> (N, T), one row per (batch, head)
-        docs = tuple(s[:, None].expand(s.shape[0], lead.numel() // s.shape[0], s.shape[-1]).reshape(-1, s.shape[-1]) for s in docs)
+    if key_bias is not None:
+        key_bias = flat(key_bias.expand(*lead, 1, k.shape[-2]))
+    if docs is not None:  # (B, T) -> (N, T), one row per (batch, head)
+        docs = tuple(
+            s[:, None].expand(s.shape[0], lead.numel() // s.shape[0], s.shape[-1]).reshape(-1, s.shape[-1])
+            for s in docs
+        )
     out, lse = _ChunkedAttention.apply(flat(q), flat(k), flat(v), plan, key_bias, docs, scale, dropout_p, lse_grad)
     return out.reshape(*lead, *out.shape[-2:]), lse.reshape(*lead, lse.shape[-1])
 
 # %% ../nbs/02_attention.ipynb #9aba1569
 def _merge(parts):
     "Combine `(out, lse)` attentions over disjoint key sets into the attention over their union."
-    if len(parts) == 1: return parts[0]
+    if len(parts) == 1:
+        return parts[0]
     ls = torch.stack([l for _, l in parts])
-    empty = (ls == float("-inf")).all(0)          # rows with no key in any part: their outputs are zeros already
-    ls = ls.masked_fill(empty, 0.0)               # keeps logsumexp's backward finite on those rows
+    empty = (ls == float("-inf")).all(0)  # rows with no key in any part: their outputs are zeros already
+    ls = ls.masked_fill(empty, 0.0)  # keeps logsumexp's backward finite on those rows
     lse = torch.logsumexp(ls, dim=0)
     out = sum(torch.exp(l - lse)[..., None].to(o.dtype) * o for (o, _), l in zip(parts, ls))
     return out, lse.masked_fill(empty, float("-inf"))
@@ -254,54 +343,68 @@ def _span_plan(pattern, idx, q0, Tq, k0, Tk, device):
         k_pos = k_pos[take]
     return _plan(q_pos, k_pos, part.chunk, part.key_range, part.allowed, part.align), take
 
+
 def _span(q, k, v, pattern, idx, q_offset, offset, key_bias, scale, dropout_p, docs, lse_grad):
     "`(out, lse)` of the `Span` `pattern.parts()[idx]`, or None when it reaches no key."
     plan, take = _span_plan(pattern, idx, q_offset + offset, q.shape[-2], offset, k.shape[-2], q.device)
-    if not plan.chunks: return None
+    if not plan.chunks:
+        return None
     if take is not None:
         k, v = k.index_select(-2, take), v.index_select(-2, take)
-        if key_bias is not None: key_bias = key_bias.index_select(-1, take)
-        if docs is not None: docs = (docs[0], docs[1].index_select(-1, take))
+        if key_bias is not None:
+            key_bias = key_bias.index_select(-1, take)
+        if docs is not None:
+            docs = (docs[0], docs[1].index_select(-1, take))
     return _chunked(q, k, v, plan, key_bias, scale, dropout_p, lse_grad=lse_grad, docs=docs)
 
 # %% ../nbs/02_attention.ipynb #d4c5316b
 def _columns(q, k, v, s, q_offset, key_bias, scale, dropout_p):
     "`(out, lse)` over the keys a whole number (at least one) of `s` positions back, or None when there are none."
     Tq, Tk = q.shape[-2], k.shape[-2]
-    if q_offset + Tq <= s: return None                                   # nothing a whole stride back yet
+    if q_offset + Tq <= s:
+        return None  # nothing a whole stride back yet
     dev, lead = q.device, q.shape[:-2]
-    rk = -(-Tk // s)                                                     # key rows
-    q0, r0 = q_offset % s, q_offset // s                                 # first query's column and row
-    rq = -(-(q0 + Tq) // s)                                              # query rows
+    rk = -(-Tk // s)  # key rows
+    q0, r0 = q_offset % s, q_offset // s  # first query's column and row
+    rq = -(-(q0 + Tq) // s)  # query rows
+
     def grid(t, left, rows):  # (..., T, d) -> (..., s, rows, d): column-major view of the padded sequence
         t = F.pad(t, (0, 0, left, rows * s - left - t.shape[-2]))
         return t.unflatten(-2, (rows, s)).transpose(-2, -3)
+
     qg, kg, vg = grid(q, q0, rq), grid(k, 0, rk), grid(v, 0, rk)
     # key (row r, col c) is real when r*s + c < Tk; a query in absolute row R sees rows r < R of its column
     row = torch.arange(rk, device=dev)
-    real = (row[None, :] * s + torch.arange(s, device=dev)[:, None]) < Tk          # (s, rk)
+    real = (row[None, :] * s + torch.arange(s, device=dev)[:, None]) < Tk  # (s, rk)
     kb = torch.zeros(s, 1, rk, device=dev).masked_fill(~real[:, None, :], float("-inf"))
-    if key_bias is not None:                                             # (B, 1, 1, Tk) -> (B, 1, s, 1, rk)
+    if key_bias is not None:  # (B, 1, 1, Tk) -> (B, 1, s, 1, rk)
         kb = kb + grid(key_bias[..., 0, :, None], 0, rk).transpose(-1, -2)
     rows_per_chunk = max(1, 8192 // (s * max(rk, 1)))
-    plan = _plan(torch.arange(r0, r0 + rq, device=dev), row, rows_per_chunk, lambda lo, hi: (0, hi - 1), lambda i, j: j < i)
+    plan = _plan(
+        torch.arange(r0, r0 + rq, device=dev), row, rows_per_chunk, lambda lo, hi: (0, hi - 1), lambda i, j: j < i
+    )
     og, lg = _chunked(qg, kg, vg, plan, kb, scale, dropout_p)
-    ungrid = lambda t: t.transpose(-2, -3).flatten(-3, -2) if t.dim() == len(lead) + 3 else t.transpose(-1, -2).flatten(-2)
-    return ungrid(og)[..., q0:q0 + Tq, :], ungrid(lg)[..., q0:q0 + Tq]
+    ungrid = lambda t: (
+        t.transpose(-2, -3).flatten(-3, -2) if t.dim() == len(lead) + 3 else t.transpose(-1, -2).flatten(-2)
+    )
+    return ungrid(og)[..., q0 : q0 + Tq, :], ungrid(lg)[..., q0 : q0 + Tq]
 
 # %% ../nbs/02_attention.ipynb #f563c19c
 def _row_offsets(pattern, attention_mask, document_ids, positions):
     "Position minus slot for the blocked kernel: 0 for every row, a tensor [B] of per-row offsets, or None when none serves."
-    if positions is None: return 0
+    if positions is None:
+        return 0
     delta = positions - torch.arange(positions.shape[1], device=positions.device)
     real = torch.ones_like(positions, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     if pattern.relative:
         pair = real[:, 1:] & real[:, :-1]
-        if document_ids is not None: pair = pair & (document_ids[:, 1:] == document_ids[:, :-1])
+        if document_ids is not None:
+            pair = pair & (document_ids[:, 1:] == document_ids[:, :-1])
         return 0 if bool(((delta[:, 1:] == delta[:, :-1]) | ~pair).all()) else None
     big = positions.shape[1] + int(positions.abs().max()) + 1
     lo, hi = delta.masked_fill(~real, big).amin(1), delta.masked_fill(~real, -big).amax(1)
-    if not bool(((lo == hi) | ~real.any(1)).all()): return None
+    if not bool(((lo == hi) | ~real.any(1)).all()):
+        return None
     return torch.where(real.any(1), lo, 0)
 
 # %% ../nbs/02_attention.ipynb #8e4675ea
@@ -309,16 +412,34 @@ def _blocked_parts(q, k, v, pattern, parts, q_offset, offset, key_bias, scale, d
     "Every part of `pattern` at `offset` (position minus slot), merged: the output."
     done = []
     for idx, part in enumerate(parts):
-        if isinstance(part, Columns): r = _columns(q, k, v, part.stride, q_offset, key_bias, scale, dropout_p)
-        else: r = _span(q, k, v, pattern, idx, q_offset, offset, key_bias, scale, dropout_p, docs, lse_grad=len(parts) > 1)
-        if r is not None: done.append(r)
+        if isinstance(part, Columns):
+            r = _columns(q, k, v, part.stride, q_offset, key_bias, scale, dropout_p)
+        else:
+            r = _span(
+                q, k, v, pattern, idx, q_offset, offset, key_bias, scale, dropout_p, docs, lse_grad=len(parts) > 1
+            )
+        if r is not None:
+            done.append(r)
     return _merge(done)[0] if done else q.new_zeros(*q.shape[:-1], v.shape[-1])
 
-@torch.compiler.disable   # Python-level planning with caches; the chunks already run fused kernels: compile around it
-def blocked_attention(q, k, v, pattern: Pattern, q_offset: int = 0, attention_mask=None, scale: float | None = None,
-                      dropout_p: float = 0.0, document_ids=None, positions=None):
+
+@torch.compiler.disable  # Python-level planning with caches; the chunks already run fused kernels: compile around it
+def blocked_attention(
+    q,
+    k,
+    v,
+    pattern: Pattern,
+    q_offset: int = 0,
+    attention_mask=None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    document_ids=None,
+    positions=None,
+):
     "Sparse attention that computes only the keys the pattern's parts can reach; O(T·w) for `Local(w)`."
-    if torch.compiler.is_compiling():    # traced (torch.export, ONNX): the plans are Python, so the graph gets SDPA's masked maths
+    if (
+        torch.compiler.is_compiling()
+    ):  # traced (torch.export, ONNX): the plans are Python, so the graph gets SDPA's masked maths
         return sdpa_attention(q, k, v, pattern, q_offset, attention_mask, scale, dropout_p, document_ids, positions)
     parts = pattern.parts()
     offsets = _row_offsets(pattern, attention_mask, document_ids, positions)
@@ -329,14 +450,28 @@ def blocked_attention(q, k, v, pattern: Pattern, q_offset: int = 0, attention_ma
     if attention_mask is not None:
         key_bias = torch.zeros(attention_mask.shape, dtype=torch.float32, device=q.device)
         key_bias = key_bias.masked_fill(~attention_mask.bool(), float("-inf"))[:, None, None, :]
-    docs = None if document_ids is None else (document_ids[:, q_offset:q_offset + q.shape[2]], document_ids)
-    if isinstance(offsets, int): return _blocked_parts(q, k, v, pattern, parts, q_offset, offsets, key_bias, scale, dropout_p, docs)
+    docs = None if document_ids is None else (document_ids[:, q_offset : q_offset + q.shape[2]], document_ids)
+    if isinstance(offsets, int):
+        return _blocked_parts(q, k, v, pattern, parts, q_offset, offsets, key_bias, scale, dropout_p, docs)
     outs, order = [], []
-    for o in offsets.unique().tolist():                                  # rows that share an offset share a plan
+    for o in offsets.unique().tolist():  # rows that share an offset share a plan
         rows = (offsets == o).nonzero()[:, 0]
         pick = lambda t: None if t is None else t.index_select(0, rows)
-        outs.append(_blocked_parts(pick(q), pick(k), pick(v), pattern, parts, q_offset, o, pick(key_bias), scale, dropout_p,
-                                   None if docs is None else tuple(map(pick, docs))))
+        outs.append(
+            _blocked_parts(
+                pick(q),
+                pick(k),
+                pick(v),
+                pattern,
+                parts,
+                q_offset,
+                o,
+                pick(key_bias),
+                scale,
+                dropout_p,
+                None if docs is None else tuple(map(pick, docs)),
+            )
+        )
         order.append(rows)
     return torch.cat(outs).index_select(0, torch.cat(order).argsort())
 
@@ -344,55 +479,84 @@ def blocked_attention(q, k, v, pattern: Pattern, q_offset: int = 0, attention_ma
 @lru_cache(maxsize=None)
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
+
     return torch.compile(flex_attention)
+
 
 @lru_cache(maxsize=64)
 def _cached_block_mask(pattern, q_len, kv_len, q_offset, device):
     from torch.nn.attention.flex_attention import create_block_mask
+
     off = torch.tensor(q_offset, device=device)
-    return create_block_mask(lambda b, h, qi, kj: pattern.allowed(qi + off, kj), None, None, q_len, kv_len, device=device)
+    return create_block_mask(
+        lambda b, h, qi, kj: pattern.allowed(qi + off, kj), None, None, q_len, kv_len, device=device
+    )
+
 
 def _build_block_mask(pattern, B, Tq, Tk, q_offset, dev, attention_mask, document_ids, positions):
     "The `BlockMask` of one batch: the pattern (at `positions` if given), real keys only, each query within its document."
     from torch.nn.attention.flex_attention import create_block_mask
+
     off = torch.tensor(q_offset, device=dev)
     real = torch.ones(B, Tk, dtype=torch.bool, device=dev) if attention_mask is None else attention_mask.bool()
     doc = torch.zeros(B, Tk, dtype=torch.long, device=dev) if document_ids is None else document_ids
-    if positions is None: pattern_mod = lambda b, qi, kj: pattern.allowed(qi + off, kj)
+    if positions is None:
+        pattern_mod = lambda b, qi, kj: pattern.allowed(qi + off, kj)
     else:
         pos = positions.contiguous()
         pattern_mod = lambda b, qi, kj: pattern.allowed(pos[b, qi + off], pos[b, kj]) & (kj <= qi + off)
-    def mask_mod(b, h, qi, kj): return pattern_mod(b, qi, kj) & real[b, kj] & (doc[b, qi + off] == doc[b, kj])
+
+    def mask_mod(b, h, qi, kj):
+        return pattern_mod(b, qi, kj) & real[b, kj] & (doc[b, qi + off] == doc[b, kj])
+
     return create_block_mask(mask_mod, B, None, Tq, Tk, device=str(dev))
 
-_BATCH_MASKS: OrderedDict = OrderedDict()        # the last few batches' block masks, newest last
+
+_BATCH_MASKS: OrderedDict = OrderedDict()  # the last few batches' block masks, newest last
 _BATCH_MASKS_KEPT = 8
+
 
 def _tensor_key(t):
     "A tensor's identity and contents as far as a cache can tell cheaply: its memory, view, dtype and in-place version."
     return None if t is None else (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t._version)
 
+
 def _batch_block_mask(pattern, B, Tq, Tk, q_offset, dev, attention_mask, document_ids, positions):
     "`_build_block_mask`, built once per batch and pattern: every layer of a forward pass (and its backward) shares it."
     tensors = (attention_mask, document_ids, positions)
-    if torch.compiler.is_compiling() or any(t is not None and t.is_inference() for t in tensors):   # no version to trust
+    if torch.compiler.is_compiling() or any(t is not None and t.is_inference() for t in tensors):  # no version to trust
         return _build_block_mask(pattern, B, Tq, Tk, q_offset, dev, *tensors)
     key = (pattern, B, Tq, Tk, q_offset, str(dev), *map(_tensor_key, tensors))
     if key in _BATCH_MASKS:
         _BATCH_MASKS.move_to_end(key)
         return _BATCH_MASKS[key][0]
     bm = _build_block_mask(pattern, B, Tq, Tk, q_offset, dev, *tensors)
-    _BATCH_MASKS[key] = (bm, tensors)            # holding the tensors keeps their memory from serving a new tensor under this key
-    while len(_BATCH_MASKS) > _BATCH_MASKS_KEPT: _BATCH_MASKS.popitem(last=False)
+    _BATCH_MASKS[key] = (bm, tensors)  # holding the tensors keeps their memory from serving a new tensor under this key
+    while len(_BATCH_MASKS) > _BATCH_MASKS_KEPT:
+        _BATCH_MASKS.popitem(last=False)
     return bm
 
-def flex_attention(q, k, v, pattern: Pattern, q_offset: int = 0, attention_mask=None, scale: float | None = None,
-                   dropout_p: float = 0.0, document_ids=None, positions=None):
+
+def flex_attention(
+    q,
+    k,
+    v,
+    pattern: Pattern,
+    q_offset: int = 0,
+    attention_mask=None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    document_ids=None,
+    positions=None,
+):
     "Sparse attention through compiled FlexAttention (GPU: forward and backward; CPU: inference only)."
-    if dropout_p > 0: raise ValueError("the flex backend has no attention dropout: use backend='blocked' or dropout_p=0")
+    if dropout_p > 0:
+        raise ValueError("the flex backend has no attention dropout: use backend='blocked' or dropout_p=0")
     if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-        raise NotImplementedError("FlexAttention has no backward pass on CPU in this torch: use backend='blocked' "
-                                  "for training on CPU (or run under torch.no_grad())")
+        raise NotImplementedError(
+            "FlexAttention has no backward pass on CPU in this torch: use backend='blocked' "
+            "for training on CPU (or run under torch.no_grad())"
+        )
     (B, Tq), Tk, dev = q.shape[:3:2], k.shape[2], q.device
     if attention_mask is None and document_ids is None and positions is None:
         bm = _cached_block_mask(pattern, Tq, Tk, q_offset, str(dev))
@@ -403,53 +567,77 @@ def flex_attention(q, k, v, pattern: Pattern, q_offset: int = 0, attention_mask=
 # %% ../nbs/02_attention.ipynb #15bb4dfb
 @lru_cache(maxsize=None)
 def _flex_available() -> bool:
-    try: import torch.nn.attention.flex_attention  # noqa: F401  (a submodule: not an attribute until imported)
-    except ImportError: return False
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401  (a submodule: not an attribute until imported)
+    except ImportError:
+        return False
     return True
+
 
 def _flex_ok(q) -> bool:
     return q.device.type == "cuda" and _flex_available()
+
 
 @lru_cache(maxsize=None)
 def _warn_once(message: str):
     warnings.warn(message, stacklevel=4)
 
-def choose_backend(q, k, pattern: Pattern, q_offset: int = 0, attention_mask=None,
-                   dropout_p: float = 0.0, return_weights: bool = False) -> str:
+
+def choose_backend(
+    q, k, pattern: Pattern, q_offset: int = 0, attention_mask=None, dropout_p: float = 0.0, return_weights: bool = False
+) -> str:
     "The backend `auto` uses for these inputs."
-    if return_weights: return "reference"
+    if return_weights:
+        return "reference"
     Tq, Tk = q.shape[2], k.shape[2]
-    if Tk == q_offset + Tq and _causal_within(pattern, Tk): return "sdpa"
+    if Tk == q_offset + Tq and _causal_within(pattern, Tk):
+        return "sdpa"
     if _flex_ok(q):
-        if dropout_p == 0: return "flex"
-        _warn_once("attention dropout on CUDA: sparse layers run the 'blocked' kernel, as FlexAttention has no dropout "
-                   "(attn_pdrop=0 lets them use FlexAttention)")
+        if dropout_p == 0:
+            return "flex"
+        _warn_once(
+            "attention dropout on CUDA: sparse layers run the 'blocked' kernel, as FlexAttention has no dropout "
+            "(attn_pdrop=0 lets them use FlexAttention)"
+        )
     return "blocked"
+
 
 _KERNELS = {"sdpa": sdpa_attention, "blocked": blocked_attention, "flex": flex_attention}
 
-def sparse_attention(q, k, v,                       # q [B, H, Tq, D]; k, v [B, H, Tk, D]
-                     pattern: Pattern | str,         # a `Pattern`, or a spec such as "local:256"
-                     *, backend: str = "auto",       # one of `BACKENDS`
-                     q_offset: int = 0,              # cache slot of the first query (the number of keys cached before it)
-                     attention_mask=None,            # [B, Tk]: 1 for a real token, 0 for padding
-                     scale: float | None = None,     # score scale (default 1/sqrt(D))
-                     dropout_p: float = 0.0,         # attention dropout
-                     return_weights: bool = False,   # also return the weights (reference backend)
-                     document_ids=None,              # [B, Tk]: a query sees only keys of its own document
-                     positions=None,                 # [B, Tk]: the token position in each key slot (default: the slot)
-                     segment_ids=None):              # the old name of `document_ids` (deprecated)
+
+def sparse_attention(
+    q,
+    k,
+    v,  # q [B, H, Tq, D]; k, v [B, H, Tk, D]
+    pattern: Pattern | str,  # a `Pattern`, or a spec such as "local:256"
+    *,
+    backend: str = "auto",  # one of `BACKENDS`
+    q_offset: int = 0,  # cache slot of the first query (the number of keys cached before it)
+    attention_mask=None,  # [B, Tk]: 1 for a real token, 0 for padding
+    scale: float | None = None,  # score scale (default 1/sqrt(D))
+    dropout_p: float = 0.0,  # attention dropout
+    return_weights: bool = False,  # also return the weights (reference backend)
+    document_ids=None,  # [B, Tk]: a query sees only keys of its own document
+    positions=None,  # [B, Tk]: the token position in each key slot (default: the slot)
+    segment_ids=None,
+):  # the old name of `document_ids` (deprecated)
     "Attention of q [B,H,Tq,D] over k, v [B,H,Tk,D] under `pattern`; `(out, weights)` if `return_weights`."
     if segment_ids is not None:
-        warnings.warn("sparse_attention(segment_ids=...) is deprecated: pass document_ids", DeprecationWarning, stacklevel=2)
-        if document_ids is None: document_ids = segment_ids
+        warnings.warn(
+            "sparse_attention(segment_ids=...) is deprecated: pass document_ids", DeprecationWarning, stacklevel=2
+        )
+        if document_ids is None:
+            document_ids = segment_ids
     pattern = parse(pattern)
     _check_inputs(q, k, v, q_offset, attention_mask, document_ids, positions)
-    if backend not in BACKENDS: raise ValueError(f"unknown attention backend {backend!r}: use one of {BACKENDS}")
-    if not 0.0 <= dropout_p < 1.0: raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}: use one of {BACKENDS}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     if return_weights and backend not in ("auto", "reference"):
         raise ValueError(f"return_weights needs backend='reference' (or 'auto'), not {backend!r}")
-    if backend == "auto": backend = choose_backend(q, k, pattern, q_offset, attention_mask, dropout_p, return_weights)
+    if backend == "auto":
+        backend = choose_backend(q, k, pattern, q_offset, attention_mask, dropout_p, return_weights)
     args = (q, k, v, pattern, q_offset, attention_mask, scale, dropout_p, document_ids, positions)
     if backend == "reference":
         out, weights = reference_attention(*args)

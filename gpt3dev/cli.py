@@ -8,24 +8,53 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"gpt3dev_train": "train", "gpt3dev_sft": "sft", "gpt3dev_eval": "evaluation", "gpt3dev_generate": "generate",
-            "gpt3dev_arch": "arch", "gpt3dev_prepare": "data", "gpt3dev_serve": "serve"}
+COMMANDS = {
+    "gpt3dev_train": "train",
+    "gpt3dev_sft": "sft",
+    "gpt3dev_eval": "evaluation",
+    "gpt3dev_generate": "generate",
+    "gpt3dev_arch": "arch",
+    "gpt3dev_prepare": "data",
+    "gpt3dev_serve": "serve",
+}
+
 
 def run_command(prog: str, argv: list[str] | None = None) -> int:
     "Import the module of command `prog` (one of `COMMANDS`) and run its `main(argv)`; Ctrl-C while importing is one line and 130."
-    try: main = importlib.import_module(f"gpt3dev.{COMMANDS[prog]}").main
+    try:
+        main = importlib.import_module(f"gpt3dev.{COMMANDS[prog]}").main
     except KeyboardInterrupt:
         print(f"{prog}: interrupted while starting", file=sys.stderr)
         return 130
     return main(argv)
 
-def train(): return run_command("gpt3dev_train")
-def sft(): return run_command("gpt3dev_sft")
-def evaluation(): return run_command("gpt3dev_eval")
-def generate(): return run_command("gpt3dev_generate")
-def arch(): return run_command("gpt3dev_arch")
-def prepare(): return run_command("gpt3dev_prepare")
-def serve(): return run_command("gpt3dev_serve")
+
+def train():
+    return run_command("gpt3dev_train")
+
+
+def sft():
+    return run_command("gpt3dev_sft")
+
+
+def evaluation():
+    return run_command("gpt3dev_eval")
+
+
+def generate():
+    return run_command("gpt3dev_generate")
+
+
+def arch():
+    return run_command("gpt3dev_arch")
+
+
+def prepare():
+    return run_command("gpt3dev_prepare")
+
+
+def serve():
+    return run_command("gpt3dev_serve")
 
 # %% auto #0
 __all__ = ['COMMANDS', 'run_command', 'train', 'sft', 'evaluation', 'generate', 'arch', 'prepare', 'serve']

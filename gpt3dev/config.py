@@ -19,43 +19,49 @@ __all__ = ['ACTIVATIONS', 'PRESETS', 'from_preset', 'GPT3DevConfig', 'default_la
 # %% ../nbs/03_config.ipynb #7b5c222a
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
+
 def _from_legacy(d: dict) -> dict:
     "Rewrite a config dict of the original project (no `attention_layers`) into gpt3dev's terms."
     d = dict(d)
     window = d.get("window_size", 256)
     d["attention_layers"] = ["dense" if i % 2 == 0 else f"local:{window + 1}" for i in range(d.get("n_layer", 12))]
-    d["activation_function"] = "gelu"          # the original code used exact GELU whatever the file said
-    d["n_inner"] = None                        # ... and an MLP of 4 * n_embd
+    d["activation_function"] = "gelu"  # the original code used exact GELU whatever the file said
+    d["n_inner"] = None  # ... and an MLP of 4 * n_embd
     d.pop("intermediate_size", None)
-    d.pop("auto_map", None)                    # its modeling file is not shipped with checkpoints; gpt3dev reads them
-    d["legacy_dense_decoding"] = True          # its cached decoding let sparse layers see every cached key
+    d.pop("auto_map", None)  # its modeling file is not shipped with checkpoints; gpt3dev reads them
+    d["legacy_dense_decoding"] = True  # its cached decoding let sparse layers see every cached key
     return d
 
 
 class GPT3DevConfig(PreTrainedConfig):
     "Configuration of a GPT-3-style decoder with per-layer attention patterns."
+
     model_type = "gpt3dev"
     keys_to_ignore_at_inference = ["cache"]
-    attribute_map = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
-                     "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}
+    attribute_map = {
+        "hidden_size": "n_embd",
+        "max_position_embeddings": "n_positions",
+        "num_attention_heads": "n_head",
+        "num_hidden_layers": "n_layer",
+    }
 
     vocab_size: int = 50257
     n_positions: int = 2048
     n_embd: int = 768
     n_layer: int = 12
     n_head: int = 12
-    n_inner: int | None = None                 # MLP width; None means 4 * n_embd
+    n_inner: int | None = None  # MLP width; None means 4 * n_embd
     activation_function: str = "gelu"
     resid_pdrop: float = 0.0
     embd_pdrop: float = 0.0
     attn_pdrop: float = 0.0
     layer_norm_epsilon: float = 1e-5
     initializer_range: float = 0.02
-    window_size: int = 256                     # the local band of the default sparse layers
-    stride: int = 128                          # Sparse Transformer stride (kept from the original project)
+    window_size: int = 256  # the local band of the default sparse layers
+    stride: int = 128  # Sparse Transformer stride (kept from the original project)
     use_pre_layernorm: bool = True
-    attention_layers: list | None = None       # one pattern spec per layer; None: dense / local:window_size
-    attention_backend: str = "auto"            # see `attention.sparse_attention`
+    attention_layers: list | None = None  # one pattern spec per layer; None: dense / local:window_size
+    attention_backend: str = "auto"  # see `attention.sparse_attention`
     scale_attn_weights: bool = True
     qkv_bias: bool = True
     use_cache: bool = True
@@ -63,10 +69,10 @@ class GPT3DevConfig(PreTrainedConfig):
     eos_token_id: int | list | None = 50256
     pad_token_id: int | None = None
     tie_word_embeddings: bool = True
-    legacy_dense_decoding: bool = False        # sparse layers see every cached key, as the original did
+    legacy_dense_decoding: bool = False  # sparse layers see every cached key, as the original did
 
     def __post_init__(self, **kwargs):
-        kwargs.pop("intermediate_size", None)   # the original project stored it but always used 4 * n_embd
+        kwargs.pop("intermediate_size", None)  # the original project stored it but always used 4 * n_embd
         if self.attention_layers is None:
             self.attention_layers = default_layers(self.n_layer, self.window_size)
         self.attention_layers = [str(parse(s)) if _parses(s) else s for s in self.attention_layers]
@@ -84,30 +90,45 @@ class GPT3DevConfig(PreTrainedConfig):
         if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner < 1):
             raise ValueError(f"GPT3DevConfig.n_inner must be a positive integer or None, got {self.n_inner!r}")
         if len(self.attention_layers) != self.n_layer:
-            raise ValueError(f"GPT3DevConfig.attention_layers has {len(self.attention_layers)} entries but n_layer is {self.n_layer}")
+            raise ValueError(
+                f"GPT3DevConfig.attention_layers has {len(self.attention_layers)} entries but n_layer is {self.n_layer}"
+            )
         for i, spec in enumerate(self.attention_layers):
-            try: parse(spec)
-            except (ValueError, TypeError) as e: raise ValueError(f"GPT3DevConfig.attention_layers[{i}]: {e}") from None
+            try:
+                parse(spec)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"GPT3DevConfig.attention_layers[{i}]: {e}") from None
         if self.activation_function not in ACTIVATIONS:
-            raise ValueError(f"GPT3DevConfig.activation_function {self.activation_function!r} is not one of {ACTIVATIONS}")
+            raise ValueError(
+                f"GPT3DevConfig.activation_function {self.activation_function!r} is not one of {ACTIVATIONS}"
+            )
         if self.attention_backend not in BACKENDS:
             raise ValueError(f"GPT3DevConfig.attention_backend {self.attention_backend!r} is not one of {BACKENDS}")
         for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-            if not 0 <= getattr(self, name) < 1: raise ValueError(f"GPT3DevConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"GPT3DevConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
         "Build from a dict; one without `attention_layers` was written by the original project and is read as such."
-        if "attention_layers" not in config_dict: config_dict = _from_legacy(config_dict)
+        if "attention_layers" not in config_dict:
+            config_dict = _from_legacy(config_dict)
         return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> GPT3DevConfig:
         "A config for preset `name` (one of `PRESETS`: the GPT-3 paper's sizes and `tiny`), any field overridden."
-        if name not in PRESETS: raise ValueError(f"unknown preset {name!r}: choose one of {list(PRESETS)}")
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}: choose one of {list(PRESETS)}")
         p = PRESETS[name]
-        kw = dict(vocab_size=p.vocab_size, n_positions=p.n_positions, n_embd=p.d_model, n_layer=p.n_layer,
-                  n_head=p.n_head, window_size=p.window_size)
+        kw = dict(
+            vocab_size=p.vocab_size,
+            n_positions=p.n_positions,
+            n_embd=p.d_model,
+            n_layer=p.n_layer,
+            n_head=p.n_head,
+            window_size=p.window_size,
+        )
         return cls(**{**kw, **overrides})
 
     @property
@@ -116,14 +137,21 @@ class GPT3DevConfig(PreTrainedConfig):
         return [parse(s) for s in self.attention_layers]
 
     @property
-    def head_dim(self) -> int: return self.n_embd // self.n_head
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
 
     @property
-    def inner_dim(self) -> int: return self.n_inner or 4 * self.n_embd
+    def inner_dim(self) -> int:
+        return self.n_inner or 4 * self.n_embd
+
 
 def _parses(spec) -> bool:
-    try: parse(spec); return True
-    except (ValueError, TypeError): return False
+    try:
+        parse(spec)
+        return True
+    except (ValueError, TypeError):
+        return False
+
 
 def default_layers(n_layer: int, window: int) -> list[str]:
     "GPT-3's alternation: dense on even layers, a local band of `window` keys on odd ones."
@@ -133,29 +161,36 @@ def default_layers(n_layer: int, window: int) -> list[str]:
 @dataclass(frozen=True)
 class Preset:
     "One row of the GPT-3 paper's Table 2.1 (plus `tiny`)."
+
     name: str
-    n_params: float          # as printed in the paper
+    n_params: float  # as printed in the paper
     n_layer: int
     d_model: int
     n_head: int
     d_head: int
-    batch_tokens: int        # the paper's batch size, in tokens
+    batch_tokens: int  # the paper's batch size, in tokens
     learning_rate: float
     n_positions: int = 2048
     window_size: int = 256
     vocab_size: int = 50257
 
-PRESETS = {p.name: p for p in [
-    Preset("gpt3-small", 125e6, 12, 768, 12, 64, 500_000, 6.0e-4),
-    Preset("gpt3-medium", 350e6, 24, 1024, 16, 64, 500_000, 3.0e-4),
-    Preset("gpt3-large", 760e6, 24, 1536, 16, 96, 500_000, 2.5e-4),
-    Preset("gpt3-xl", 1.3e9, 24, 2048, 16, 128, 1_000_000, 2.0e-4),   # the paper prints 24 heads; 16 x 128 = 2048
-    Preset("gpt3-2.7b", 2.7e9, 32, 2560, 32, 80, 1_000_000, 1.6e-4),
-    Preset("gpt3-6.7b", 6.7e9, 32, 4096, 32, 128, 2_000_000, 1.2e-4),
-    Preset("gpt3-13b", 13.0e9, 40, 5120, 40, 128, 2_000_000, 1.0e-4),   # the paper prints d_model 5140; 40 x 128 = 5120
-    Preset("gpt3-175b", 175.0e9, 96, 12288, 96, 128, 3_200_000, 0.6e-4),
-    Preset("tiny", 0, 4, 64, 4, 16, 8_192, 1e-3, n_positions=128, window_size=16, vocab_size=512),
-]}
+
+PRESETS = {
+    p.name: p
+    for p in [
+        Preset("gpt3-small", 125e6, 12, 768, 12, 64, 500_000, 6.0e-4),
+        Preset("gpt3-medium", 350e6, 24, 1024, 16, 64, 500_000, 3.0e-4),
+        Preset("gpt3-large", 760e6, 24, 1536, 16, 96, 500_000, 2.5e-4),
+        Preset("gpt3-xl", 1.3e9, 24, 2048, 16, 128, 1_000_000, 2.0e-4),  # the paper prints 24 heads; 16 x 128 = 2048
+        Preset("gpt3-2.7b", 2.7e9, 32, 2560, 32, 80, 1_000_000, 1.6e-4),
+        Preset("gpt3-6.7b", 6.7e9, 32, 4096, 32, 128, 2_000_000, 1.2e-4),
+        Preset(
+            "gpt3-13b", 13.0e9, 40, 5120, 40, 128, 2_000_000, 1.0e-4
+        ),  # the paper prints d_model 5140; 40 x 128 = 5120
+        Preset("gpt3-175b", 175.0e9, 96, 12288, 96, 128, 3_200_000, 0.6e-4),
+        Preset("tiny", 0, 4, 64, 4, 16, 8_192, 1e-3, n_positions=128, window_size=16, vocab_size=512),
+    ]
+}
 
 from_preset = GPT3DevConfig.from_preset
 
@@ -165,9 +200,10 @@ def count_parameters(config: GPT3DevConfig, embeddings: bool = True) -> int:
     d, L, I, V, P = config.n_embd, config.n_layer, config.inner_dim, config.vocab_size, config.n_positions
     attn = d * 3 * d + (3 * d if config.qkv_bias else 0) + d * d + d
     mlp = d * I + I + I * d + d
-    per_layer = attn + mlp + 4 * d                                    # two LayerNorms
-    total = L * per_layer + 2 * d                                     # + final LayerNorm
-    if embeddings: total += V * d + P * d + (0 if config.tie_word_embeddings else V * d)
+    per_layer = attn + mlp + 4 * d  # two LayerNorms
+    total = L * per_layer + 2 * d  # + final LayerNorm
+    if embeddings:
+        total += V * d + P * d + (0 if config.tie_word_embeddings else V * d)
     return total
 
 # %% ../nbs/03_config.ipynb #e4ba8d26
@@ -175,6 +211,6 @@ def flops_per_token(config: GPT3DevConfig, seq_len: int | None = None, training:
     "FLOPs per token of a forward (x3 if `training`) pass over sequences of `seq_len` (default `n_positions`)."
     T = seq_len or config.n_positions
     matmul_params = count_parameters(config, embeddings=False) + config.vocab_size * config.n_embd
-    keys = sum(p.nnz(T) for p in config.patterns) / T                  # keys per query, summed over layers
+    keys = sum(p.nnz(T) for p in config.patterns) / T  # keys per query, summed over layers
     forward = 2 * matmul_params + 4 * config.n_embd * keys
     return 3 * forward if training else forward

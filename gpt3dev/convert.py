@@ -18,15 +18,25 @@ __all__ = ['from_gpt2', 'from_gpt_neo']
 def _source(model, cls):
     "`model` itself if it is a `cls`, else `cls.from_pretrained(model)`."
     if isinstance(model, PreTrainedModel):
-        if not isinstance(model, cls): raise TypeError(f"expected a {cls.__name__}, got {type(model).__name__}")
+        if not isinstance(model, cls):
+            raise TypeError(f"expected a {cls.__name__}, got {type(model).__name__}")
         return model
     return cls.from_pretrained(model)
 
+
 def _common(c, **kw) -> dict:
     "Config fields GPT-2 and GPT-Neo share with gpt3dev under the same meaning."
-    return dict(vocab_size=c.vocab_size, layer_norm_epsilon=c.layer_norm_epsilon, initializer_range=c.initializer_range,
-                bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id,
-                tie_word_embeddings=c.tie_word_embeddings, **kw)
+    return dict(
+        vocab_size=c.vocab_size,
+        layer_norm_epsilon=c.layer_norm_epsilon,
+        initializer_range=c.initializer_range,
+        bos_token_id=c.bos_token_id,
+        eos_token_id=c.eos_token_id,
+        pad_token_id=c.pad_token_id,
+        tie_word_embeddings=c.tie_word_embeddings,
+        **kw,
+    )
+
 
 def _build(config: GPT3DevConfig, state: dict, source_name: str) -> GPT3DevForCausalLM:
     "The model of `config` holding exactly the tensors of `state` (a tied head may be absent), in their dtype."
@@ -35,26 +45,45 @@ def _build(config: GPT3DevConfig, state: dict, source_name: str) -> GPT3DevForCa
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
         raise ValueError(f"converting {source_name}: missing {missing}, unexpected {unexpected}")
-    if config.tie_word_embeddings: model.tie_weights()
+    if config.tie_word_embeddings:
+        model.tie_weights()
     return model.to(next(iter(state.values())).dtype).eval()
 
 # %% ../nbs/05_convert.ipynb #98ec1cb2
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
 
 def from_gpt2(model, **overrides) -> GPT3DevForCausalLM:
     "A gpt3dev model (all layers dense) computing what GPT-2 `model` (object, Hub id or path) computes."
     src = _source(model, GPT2LMHeadModel)
     c = src.config
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
-        if getattr(c, flag, False): raise ValueError(f"GPT-2 option {flag}=True is not supported by gpt3dev")
-    config = GPT3DevConfig(**{**_common(c, n_positions=c.n_positions, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-                                     n_inner=c.n_inner, activation_function=c.activation_function,
-                                     resid_pdrop=c.resid_pdrop, embd_pdrop=c.embd_pdrop, attn_pdrop=c.attn_pdrop,
-                                     attention_layers=["dense"] * c.n_layer, scale_attn_weights=c.scale_attn_weights,
-                                     qkv_bias=True), **overrides})
+        if getattr(c, flag, False):
+            raise ValueError(f"GPT-2 option {flag}=True is not supported by gpt3dev")
+    config = GPT3DevConfig(
+        **{
+            **_common(
+                c,
+                n_positions=c.n_positions,
+                n_embd=c.n_embd,
+                n_layer=c.n_layer,
+                n_head=c.n_head,
+                n_inner=c.n_inner,
+                activation_function=c.activation_function,
+                resid_pdrop=c.resid_pdrop,
+                embd_pdrop=c.embd_pdrop,
+                attn_pdrop=c.attn_pdrop,
+                attention_layers=["dense"] * c.n_layer,
+                scale_attn_weights=c.scale_attn_weights,
+                qkv_bias=True,
+            ),
+            **overrides,
+        }
+    )
     state = {}
     for k, v in src.state_dict().items():
-        if k.endswith((".attn.bias", ".attn.masked_bias")): continue      # causal-mask buffers of older versions
+        if k.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # causal-mask buffers of older versions
         state[k] = v.t().contiguous() if k.endswith(_CONV1D) else v
     return _build(config, state, "GPT-2")
 
@@ -64,21 +93,41 @@ def from_gpt_neo(model, **overrides) -> GPT3DevForCausalLM:
     src = _source(model, GPTNeoForCausalLM)
     c = src.config
     layers = ["dense" if t == "global" else f"local:{c.window_size}" for t in c.attention_layers]
-    config = GPT3DevConfig(**{**_common(c, n_positions=c.max_position_embeddings, n_embd=c.hidden_size, n_layer=c.num_layers,
-                                     n_head=c.num_heads, n_inner=c.intermediate_size, activation_function=c.activation_function,
-                                     resid_pdrop=c.resid_dropout, embd_pdrop=c.embed_dropout, attn_pdrop=c.attention_dropout,
-                                     window_size=c.window_size, attention_layers=layers, scale_attn_weights=False,
-                                     qkv_bias=False), **overrides})
+    config = GPT3DevConfig(
+        **{
+            **_common(
+                c,
+                n_positions=c.max_position_embeddings,
+                n_embd=c.hidden_size,
+                n_layer=c.num_layers,
+                n_head=c.num_heads,
+                n_inner=c.intermediate_size,
+                activation_function=c.activation_function,
+                resid_pdrop=c.resid_dropout,
+                embd_pdrop=c.embed_dropout,
+                attn_pdrop=c.attention_dropout,
+                window_size=c.window_size,
+                attention_layers=layers,
+                scale_attn_weights=False,
+                qkv_bias=False,
+            ),
+            **overrides,
+        }
+    )
     sd, state = src.state_dict(), {}
     for k, v in sd.items():
         if ".attn.attention." in k:
             prefix, name = k.split(".attn.attention.")
             if name == "q_proj.weight":
-                state[f"{prefix}.attn.c_attn.weight"] = torch.cat([v, sd[f"{prefix}.attn.attention.k_proj.weight"],
-                                                                   sd[f"{prefix}.attn.attention.v_proj.weight"]])
+                state[f"{prefix}.attn.c_attn.weight"] = torch.cat(
+                    [v, sd[f"{prefix}.attn.attention.k_proj.weight"], sd[f"{prefix}.attn.attention.v_proj.weight"]]
+                )
             elif name.startswith("out_proj."):
                 state[f"{prefix}.attn.c_proj.{name.split('.')[-1]}"] = v
-            elif name == "bias" or name == "masked_bias": pass                 # mask buffers
-            elif not name.startswith(("k_proj.", "v_proj.")): state[k] = v
-        else: state[k] = v
+            elif name == "bias" or name == "masked_bias":
+                pass  # mask buffers
+            elif not name.startswith(("k_proj.", "v_proj.")):
+                state[k] = v
+        else:
+            state[k] = v
     return _build(config, state, "GPT-Neo")

@@ -31,39 +31,59 @@ __all__ = ['SHARED_ENV', 'GROUPS', 'get_device', 'get_dtype', 'seed_everything',
 def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
+
 def get_device(device: str | torch.device | None = "auto") -> torch.device:
     "The `torch.device` for `device`; `'auto'` (or `None`) picks CUDA, then MPS, then CPU."
-    if isinstance(device, torch.device): return device
+    if isinstance(device, torch.device):
+        return device
     if device in (None, "auto"):
-        if torch.cuda.is_available(): return torch.device("cuda")
-        if _mps_available(): return torch.device("mps")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
         return torch.device("cpu")
-    try: dev = torch.device(device)
-    except RuntimeError as e: raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from e
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from e
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
             raise ValueError(f"device {device!r}: {why} (torch {torch.__version__}); use 'cpu' or 'auto'")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+            raise ValueError(
+                f"device {device!r}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
     if dev.type == "mps" and not _mps_available():
         raise ValueError(f"device {device!r}: MPS is not available on this machine; use 'cpu' or 'auto'")
     return dev
 
 # %% ../nbs/00_core.ipynb #e4c1e330
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-           "fp64": torch.float64, "float64": torch.float64, "double": torch.float64}
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "fp64": torch.float64,
+    "float64": torch.float64,
+    "double": torch.float64,
+}
+
 
 def get_dtype(dtype: str | torch.dtype | None = "auto", device: str | torch.device | None = "auto") -> torch.dtype:
     "The `torch.dtype` for `dtype`; `'auto'` is bfloat16 on a bf16-capable CUDA device, else float32."
-    if isinstance(dtype, torch.dtype): return dtype
+    if isinstance(dtype, torch.dtype):
+        return dtype
     if dtype in (None, "auto"):
         dev = get_device(device)
         return torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     key = str(dtype).lower().removeprefix("torch.")
-    if key not in _DTYPES: raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(_DTYPES)} or 'auto'")
+    if key not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(_DTYPES)} or 'auto'")
     return _DTYPES[key]
 
 # %% ../nbs/00_core.ipynb #2b8f89ff
@@ -79,9 +99,11 @@ def seed_everything(seed: int) -> int:
 # %% ../nbs/00_core.ipynb #51d0241c
 SHARED_ENV = "GPT3DEV_SHARED"
 
+
 def _is_repo_root(d: Path) -> bool:
     ini = d / "settings.ini"
     return ini.is_file() and "lib_name = gpt3dev" in ini.read_text(errors="ignore")
+
 
 def project_root() -> Path | None:
     "The gpt3dev checkout we run in (found from the working directory, then from the package), or `None`."
@@ -89,26 +111,34 @@ def project_root() -> Path | None:
     starts = [Path.cwd()] + ([Path(spec.origin).resolve().parent] if spec and spec.origin else [])
     for start in starts:
         for d in (start, *start.parents):
-            if _is_repo_root(d): return d
+            if _is_repo_root(d):
+                return d
     return None
+
 
 def shared_dir() -> Path:
     "The shared data folder: `$GPT3DEV_SHARED`, else `shared/` beside the repository root."
-    if env := os.environ.get(SHARED_ENV): return Path(env).expanduser()
+    if env := os.environ.get(SHARED_ENV):
+        return Path(env).expanduser()
     root = project_root()
     return (root.parent if root else Path.cwd()) / "shared"
+
 
 def shared_path(*parts: str, must_exist: bool = True) -> Path:
     "Path to `parts` inside the shared folder; with `must_exist`, a clear `FileNotFoundError` if it is absent."
     p = shared_dir().joinpath(*parts)
     if must_exist and not p.exists():
-        raise FileNotFoundError(f"{p} does not exist: gpt3dev's tests and notebooks read real data from the shared "
-                                f"folder beside the checkout (../shared); set {SHARED_ENV}=/path/to/shared to point elsewhere")
+        raise FileNotFoundError(
+            f"{p} does not exist: gpt3dev's tests and notebooks read real data from the shared "
+            f"folder beside the checkout (../shared); set {SHARED_ENV}=/path/to/shared to point elsewhere"
+        )
     return p
+
 
 def data_path(*parts: str, must_exist: bool = True) -> Path:
     "Path inside `shared/data` (tokenizer files, benchmarks, corpora, instruction data)."
     return shared_path("data", *parts, must_exist=must_exist)
+
 
 def fixture_path(*parts: str, must_exist: bool = True) -> Path:
     "Path inside `shared/fixtures` (checkpoints of the original project with their expected outputs)."
@@ -120,74 +150,118 @@ def context_length(model) -> int | None:
     config = getattr(model, "config", model)
     for name in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(config, name, None)
-        if isinstance(value, int): return value
+        if isinstance(value, int):
+            return value
     return None
 
 # %% ../nbs/00_core.ipynb #aa86577d
 def arg(default=MISSING, help: str = "", group: str = "other", **metadata):
     "A dataclass field that documents its command-line flag: `default`, one line of `help`, its `group`, and other `metadata` (`type`, `nargs`, `choices`, `aliases`, `required`, `hidden`, `shown`, `resume_free`)."
-    if not help.strip() or "\n" in help: raise ValueError(f"arg: a flag needs one line of help, got {help!r}")
+    if not help.strip() or "\n" in help:
+        raise ValueError(f"arg: a flag needs one line of help, got {help!r}")
     meta = {"help": help, "group": group, **metadata}
-    if isinstance(default, (list, dict, set)): return field(default_factory=lambda: copy.copy(default), metadata=meta)
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: copy.copy(default), metadata=meta)
     return field(default=default, metadata=meta)
+
 
 def rearg(cls, name: str, default, help: str | None = None, **metadata):
     "Field `name` of dataclass `cls` declared again with a new `default` (and `help`, if given); its group and other metadata are kept."
     f = next((f for f in fields(cls) if f.name == name), None)
-    if f is None: raise ValueError(f"{cls.__name__} has no field {name!r}")
+    if f is None:
+        raise ValueError(f"{cls.__name__} has no field {name!r}")
     keep = {k: v for k, v in f.metadata.items() if k not in ("help", "group")}
     return arg(default, help or f.metadata["help"], f.metadata["group"], **{**keep, **metadata})
 
 # %% ../nbs/00_core.ipynb #ee4eed38
 def _shown(value) -> str:
-    if value is None: return "none"
-    if isinstance(value, (list, tuple)): return " ".join(map(str, value)) or "none"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value)) or "none"
     return '""' if value == "" else str(value)
+
 
 class HelpFormatter(argparse.HelpFormatter):
     "argparse's help with every flag's default (or \"required\") at the end of its line."
+
     def _get_help_string(self, action):
-        text = (action.help or "").replace(" (default: %(default)s)", "")   # BooleanOptionalAction adds its own on Python < 3.14
-        if action.default is argparse.SUPPRESS or not action.option_strings: return text
-        if action.required: return f"{text} (required)"
+        text = (action.help or "").replace(
+            " (default: %(default)s)", ""
+        )  # BooleanOptionalAction adds its own on Python < 3.14
+        if action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if action.required:
+            return f"{text} (required)"
         shown = getattr(action, "shown", None) or _shown(action.default)
         return f"{text} (default: {shown.replace('%', '%%')})"
 
+
 class CLIParser(argparse.ArgumentParser):
     "An `ArgumentParser` whose help shows every default and whose usage errors are one line: `prog: error: ...`, exit status 2."
-    def __init__(self, *args, **kwargs): super().__init__(*args, formatter_class=HelpFormatter, **kwargs)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, formatter_class=HelpFormatter, **kwargs)
+
     def error(self, message):
         "Print the usage error as one line and exit with status 2."
-        print(f"{self.prog}: error: {message}", file=sys.stderr); raise SystemExit(2)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
 
-GROUPS = ("model", "data", "optimisation", "schedule", "sampling", "evaluation", "device and precision", "logging and checkpoints", "distributed")
+
+GROUPS = (
+    "model",
+    "data",
+    "optimisation",
+    "schedule",
+    "sampling",
+    "evaluation",
+    "device and precision",
+    "logging and checkpoints",
+    "distributed",
+)
+
 
 def _group(ap: argparse.ArgumentParser, title: str):
     return next((g for g in ap._action_groups if g.title == title), None) or ap.add_argument_group(title)
 
+
 def _kind(f, default) -> dict:
     "The `add_argument` keywords that parse field `f` (its annotation is a string under postponed evaluation)."
     kind = str(f.type)
-    if isinstance(default, bool) or "bool" in kind: return {"action": argparse.BooleanOptionalAction}
-    if "list" in kind: return {"nargs": f.metadata.get("nargs", "+"), "type": f.metadata.get("type", str)}
-    if "type" in f.metadata: return {"type": f.metadata["type"]}
+    if isinstance(default, bool) or "bool" in kind:
+        return {"action": argparse.BooleanOptionalAction}
+    if "list" in kind:
+        return {"nargs": f.metadata.get("nargs", "+"), "type": f.metadata.get("type", str)}
+    if "type" in f.metadata:
+        return {"type": f.metadata["type"]}
     return {"type": float} if "float" in kind else {"type": int} if "int" in kind else {}
+
 
 def config_parser(ap: argparse.ArgumentParser, cls) -> argparse.ArgumentParser:
     "Add to `ap` a flag for every field of dataclass `cls` (`--total-tokens` for `total_tokens`, `--x/--no-x` for booleans, lists take several values), with its help and default, in its group."
     taken = {alias for f in fields(cls) for alias in f.metadata.get("aliases", ())}
     titles = dict.fromkeys(f.metadata.get("group", "other") for f in fields(cls))
-    for title in sorted(titles, key=lambda t: GROUPS.index(t) if t in GROUPS else len(GROUPS)): _group(ap, title)   # help lists groups in GROUPS' order
+    for title in sorted(titles, key=lambda t: GROUPS.index(t) if t in GROUPS else len(GROUPS)):
+        _group(ap, title)  # help lists groups in GROUPS' order
     for f in fields(cls):
         flag = "--" + f.name.replace("_", "-")
-        if flag in taken or f.metadata.get("hidden"): continue   # another field answers to this flag, or the command does not use it
-        if "help" not in f.metadata: raise ValueError(f"{cls.__name__}.{f.name} has no help: declare it with arg(default, help, group)")
+        if flag in taken or f.metadata.get("hidden"):
+            continue  # another field answers to this flag, or the command does not use it
+        if "help" not in f.metadata:
+            raise ValueError(f"{cls.__name__}.{f.name} has no help: declare it with arg(default, help, group)")
         kw = dict(dest=f.name, help=f.metadata["help"].replace("%", "%%"))
-        if f.default is MISSING and f.default_factory is MISSING: kw["required"], default = True, None
-        else: kw["default"] = default = f.default_factory() if f.default_factory is not MISSING else f.default
-        if f.metadata.get("required"): kw["required"] = True    # the command line must name it; Python callers may set it later
-        if "choices" in f.metadata: kw["choices"] = f.metadata["choices"]
-        action = _group(ap, f.metadata["group"]).add_argument(flag, *f.metadata.get("aliases", ()), **kw, **_kind(f, default))
+        if f.default is MISSING and f.default_factory is MISSING:
+            kw["required"], default = True, None
+        else:
+            kw["default"] = default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if f.metadata.get("required"):
+            kw["required"] = True  # the command line must name it; Python callers may set it later
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        action = _group(ap, f.metadata["group"]).add_argument(
+            flag, *f.metadata.get("aliases", ()), **kw, **_kind(f, default)
+        )
         action.shown = f.metadata.get("shown")
     return ap
 
@@ -197,40 +271,61 @@ def cli_main(prog: str, fn, *args, **kwargs) -> int:
     try:
         result = fn(*args, **kwargs)
         return result if isinstance(result, int) and not isinstance(result, bool) else 0
-    except (ValueError, FileNotFoundError) as e: code = 2; message = e
-    except RuntimeError as e: code = 3; message = e
-    except KeyboardInterrupt: code = 130; message = "interrupted"
-    except BrokenPipeError:                          # the reader went away (`| head`): stop quietly, as other tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); return 141
+    except (ValueError, FileNotFoundError) as e:
+        code = 2
+        message = e
+    except RuntimeError as e:
+        code = 3
+        message = e
+    except KeyboardInterrupt:
+        code = 130
+        message = "interrupted"
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     print(f"{prog}: error: " + " ".join(str(message).split()), file=sys.stderr)
     return code
+
 
 def run_cli(ap: argparse.ArgumentParser, cls, run, argv: list[str] | None = None) -> int:
     "Parse `argv` into a `cls` (flags from its fields), call `run` on it, and return the exit status `cli_main` gives."
     args = config_parser(ap, cls).parse_args(argv)
     code = cli_main(ap.prog, lambda: run(cls(**vars(args))) and None)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and argv is None:   # a torchrun process: every file is written and closed;
-        sys.stdout.flush(); sys.stderr.flush(); os._exit(code)       # skip interpreter teardown, where gloo can still hang
+    if (
+        int(os.environ.get("WORLD_SIZE", "1")) > 1 and argv is None
+    ):  # a torchrun process: every file is written and closed;
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # skip interpreter teardown, where gloo can still hang
     return code
 
 # %% ../nbs/00_core.ipynb #88bce29e
 def read_jsonl(path: str | Path, bad=None):
     "The JSON objects of a JSON Lines file, one per non-blank line; a line that is not one is a ValueError naming file and line (with `bad`, `bad(message)` is yielded instead)."
     path = Path(path).expanduser()
-    if not path.is_file(): raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
     try:
         with open(path, encoding="utf-8") as fh:
             for n, line in enumerate(fh, 1):
-                if not line.strip(): continue
-                try: row = json.loads(line)
-                except json.JSONDecodeError as e: row = f"{path}, line {n}: not JSON ({e.msg})"
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    row = f"{path}, line {n}: not JSON ({e.msg})"
                 else:
-                    if isinstance(row, dict): yield row; continue
+                    if isinstance(row, dict):
+                        yield row
+                        continue
                     row = f"{path}, line {n}: expected a JSON object, got {type(row).__name__}"
-                if bad is None: raise ValueError(row)
+                if bad is None:
+                    raise ValueError(row)
                 yield bad(row)
-    except UnicodeDecodeError as e: raise ValueError(f"{path}: not UTF-8 text (byte {e.start} of a line)") from None
-    except OSError as e: raise ValueError(f"{path} cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start} of a line)") from None
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read: {e.strerror or e}") from None
 
 # %% ../nbs/00_core.ipynb #13a9faf4
 @contextmanager
@@ -238,58 +333,91 @@ def quiet_transformers():
     "Inside the block transformers draws no progress bars of its own (\"Loading weights\", \"Writing model shards\"); Hub download bars and the caller's settings are left as they were."
     from huggingface_hub import utils as hub_utils
     from transformers.utils import logging as hf_logging
+
     was_on, hub_off = hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()
     hf_logging.disable_progress_bar()
-    if not hub_off: hub_utils.enable_progress_bars()      # transformers' switch turns the Hub's off too
-    try: yield
+    if not hub_off:
+        hub_utils.enable_progress_bars()  # transformers' switch turns the Hub's off too
+    try:
+        yield
     finally:
-        if was_on: hf_logging.enable_progress_bar()
-        if hub_off: hub_utils.disable_progress_bars()
+        if was_on:
+            hf_logging.enable_progress_bar()
+        if hub_off:
+            hub_utils.disable_progress_bars()
+
 
 def _check_weight_files(model_id: str):
     "A one-line `ValueError` naming the first `.safetensors` file of directory `model_id` whose header cannot be read (truncated, corrupt)."
     from safetensors import SafetensorError, safe_open
+
     d = Path(model_id).expanduser()
-    if not d.is_dir(): return
+    if not d.is_dir():
+        return
     for path in sorted(d.glob("*.safetensors")):
         try:
-            with safe_open(path, framework="pt"): pass
+            with safe_open(path, framework="pt"):
+                pass
         except (SafetensorError, OSError) as e:
-            raise ValueError(f"checkpoint file {path} cannot be read ({e}): it is truncated or corrupt; copy or save it again") from None
+            raise ValueError(
+                f"checkpoint file {path} cannot be read ({e}): it is truncated or corrupt; copy or save it again"
+            ) from None
+
 
 def from_hub(name: str, load, hint: str):
     "`load()` data `name` from the Hugging Face Hub; offline or unreachable, a one-line `ValueError` ending in `hint` (what to use instead)."
     from huggingface_hub import constants
-    if not constants.HF_HUB_OFFLINE:   # datasets retries an unreachable Hub for half a minute: ask once, briefly
+
+    if not constants.HF_HUB_OFFLINE:  # datasets retries an unreachable Hub for half a minute: ask once, briefly
         url = urlparse(constants.ENDPOINT)
-        try: socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
-        except OSError as e: raise ValueError(f"cannot reach the Hugging Face Hub ({url.hostname}: {e.strerror or e}) to load {name}: {hint}") from None
-    try: return load()
-    except OSError as e: raise hub_error(name, e, hint) from None
+        try:
+            socket.create_connection(
+                (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3
+            ).close()
+        except OSError as e:
+            raise ValueError(
+                f"cannot reach the Hugging Face Hub ({url.hostname}: {e.strerror or e}) to load {name}: {hint}"
+            ) from None
+    try:
+        return load()
+    except OSError as e:
+        raise hub_error(name, e, hint) from None
+
 
 def hub_error(name: str, error: OSError, hint: str) -> ValueError:
     "The one-line error for data `name` the Hub could not give (`error`), ending in `hint`; for loaders that fail later, as streams do."
     return ValueError(f"cannot load {name} from the Hugging Face Hub ({' '.join(str(error).split())}): {hint}")
 
+
 def _looks_like_path(name: str) -> bool:
     "Whether `name` can only be a path, not a Hub id (which is `name` or `owner/name`)."
     return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name or name in (".", "..")
 
+
 def check_saved(name: str, what: str = "model", markers: tuple[str, ...] = ("config.json",)) -> None:
     "A one-line `ValueError` when `name`, a directory holding a saved `what` or a Hub id, is a path that holds none (a file, a run folder, nothing)."
     path = Path(name).expanduser()
-    if path.is_file(): raise ValueError(f"{what} {name!r} is a file: give the directory it was saved in, or a Hub id")
+    if path.is_file():
+        raise ValueError(f"{what} {name!r} is a file: give the directory it was saved in, or a Hub id")
     if path.is_dir():
-        if any((path / m).exists() for m in markers): return
-        hint = f": did you mean {path / 'hf'}? (a training run keeps its model there)" if any((path / "hf" / m).exists() for m in markers) else ""
+        if any((path / m).exists() for m in markers):
+            return
+        hint = (
+            f": did you mean {path / 'hf'}? (a training run keeps its model there)"
+            if any((path / "hf" / m).exists() for m in markers)
+            else ""
+        )
         raise ValueError(f"{what} directory {name!r} holds no saved {what} (no {' or '.join(markers)}){hint}")
-    if _looks_like_path(name): raise ValueError(f"{what} {name!r}: no such directory")
+    if _looks_like_path(name):
+        raise ValueError(f"{what} {name!r}: no such directory")
+
 
 def load_pretrained(model_id: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
     "`(model, tokenizer)` from a checkpoint directory or Hub id, ready for inference."
     import gpt3dev.modeling  # noqa: F401  (registers gpt3dev with the Auto classes)
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    dev, dt = get_device(device), get_dtype(dtype, device)          # a bad --device or --dtype is not the model's fault
+
+    dev, dt = get_device(device), get_dtype(dtype, device)  # a bad --device or --dtype is not the model's fault
     check_saved(model_id)
     _check_weight_files(model_id)
     try:
@@ -298,7 +426,9 @@ def load_pretrained(model_id: str, device: str = "auto", dtype: str = "auto", tr
             model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=trust_remote_code, dtype=dt)
     except (OSError, ValueError, EOFError, RuntimeError) as e:
         reason = " ".join(str(e).split())
-        raise ValueError(f"cannot load model {model_id!r} (a directory with config.json, weights and a tokenizer, or a Hub id): {reason}") from None
+        raise ValueError(
+            f"cannot load model {model_id!r} (a directory with config.json, weights and a tokenizer, or a Hub id): {reason}"
+        ) from None
     eos = model.config.eos_token_id
     if tokenizer.eos_token is None and isinstance(eos, int) and 0 <= eos < len(tokenizer):
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)

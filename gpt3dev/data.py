@@ -35,21 +35,27 @@ __all__ = ['EMBEDDED', 'PIECE_CHARS', 'HF_BUILDERS', 'EOT', 'MANIFEST', 'FORMAT'
 
 # %% ../nbs/06_data.ipynb #e6336d50
 EMBEDDED = "embedded"
-PIECE_CHARS = 4096                     # text is tokenized, and held out, in pieces of about this many characters
+PIECE_CHARS = 4096  # text is tokenized, and held out, in pieces of about this many characters
 _SAFE_CUT = re.compile(r"(?<=\S) (?=\S)")
+
 
 def embedded_documents() -> list[str]:
     "CPython's bundled reference text (`pydoc_data.topics`), one document per topic, in a fixed order."
     from pydoc_data.topics import topics
+
     return [topics[k] for k in sorted(topics)]
+
 
 def _cut(text: str, limit: int) -> int:
     "Where the first piece of `text` ends: before a single space between two non-spaces, near `limit` characters."
-    if len(text) <= limit: return len(text)
+    if len(text) <= limit:
+        return len(text)
     spaces = [m.start() for m in _SAFE_CUT.finditer(text, limit // 2, limit)]
-    if spaces: return spaces[-1]
-    later = _SAFE_CUT.search(text, limit, 16 * limit)      # a long run without such a space: the next one
+    if spaces:
+        return spaces[-1]
+    later = _SAFE_CUT.search(text, limit, 16 * limit)  # a long run without such a space: the next one
     return later.start() if later else limit
+
 
 def text_pieces(text: str, limit: int = PIECE_CHARS):
     "`text` in pieces of about `limit` characters, cut only where byte-level BPE tokenizers never merge."
@@ -70,102 +76,152 @@ def _txt_pieces(path: Path, limit: int = PIECE_CHARS, read: int = 1 << 20):
             text = decoder.decode(raw, final=not raw)
             seen, bad = seen + len(text), bad + text.count("\ufffd") + text.count("\0")
             if bad > 0.01 * seen:
-                raise ValueError(f"data file {path} is not text: {bad / seen:.0%} of its characters are not UTF-8 (binary data?)")
+                raise ValueError(
+                    f"data file {path} is not text: {bad / seen:.0%} of its characters are not UTF-8 (binary data?)"
+                )
             buf = (buf + text).replace("\r\n", "\n")
-            if not raw: break
-            keep = 1 if buf.endswith("\r") else 0                # a CRLF may be split across two reads
-            while len(buf) - keep > 17 * limit:                  # enough text ahead for `_cut` to find its place
+            if not raw:
+                break
+            keep = 1 if buf.endswith("\r") else 0  # a CRLF may be split across two reads
+            while len(buf) - keep > 17 * limit:  # enough text ahead for `_cut` to find its place
                 end = _cut(buf, limit)
                 yield buf[:end], False
                 buf, cut = buf[end:], True
-    if cut or buf.strip():                                   # a file of blank lines alone holds no document
+    if cut or buf.strip():  # a file of blank lines alone holds no document
         pieces = list(text_pieces(buf, limit))
-        for i, piece in enumerate(pieces): yield piece, i == len(pieces) - 1
+        for i, piece in enumerate(pieces):
+            yield piece, i == len(pieces) - 1
+
 
 def _jsonl_documents(path: Path):
     "The `text` field of each line of a JSON Lines file."
     for n, row in enumerate(read_jsonl(path), 1):
-        if not isinstance(row.get("text"), str): raise ValueError(f"{path}: JSON object {n} has no string field 'text'")
+        if not isinstance(row.get("text"), str):
+            raise ValueError(f"{path}: JSON object {n} has no string field 'text'")
         yield row["text"]
+
 
 def _parquet_documents(path: Path):
     "The non-empty values of the `text` column of a Parquet file, read in row batches."
     import pyarrow.parquet as pq
+
     table = pq.ParquetFile(path)
-    if "text" not in table.schema_arrow.names: raise ValueError(f"{path}: no 'text' column (columns: {table.schema_arrow.names})")
+    if "text" not in table.schema_arrow.names:
+        raise ValueError(f"{path}: no 'text' column (columns: {table.schema_arrow.names})")
     for batch in table.iter_batches(columns=["text"]):
         yield from (t for t in batch.column(0).to_pylist() if t)
+
 
 def _pieces_of(documents):
     "`(piece, ends_document)` for each piece of each document."
     for doc in documents:
         pieces = list(text_pieces(doc))
-        for i, piece in enumerate(pieces): yield piece, i == len(pieces) - 1
+        for i, piece in enumerate(pieces):
+            yield piece, i == len(pieces) - 1
 
-_READERS = {".txt": _txt_pieces, ".jsonl": lambda p: _pieces_of(_jsonl_documents(p)),
-            ".parquet": lambda p: _pieces_of(_parquet_documents(p))}
+
+_READERS = {
+    ".txt": _txt_pieces,
+    ".jsonl": lambda p: _pieces_of(_jsonl_documents(p)),
+    ".parquet": lambda p: _pieces_of(_parquet_documents(p)),
+}
 
 # %% ../nbs/06_data.ipynb #f9d31d35
 def source_files(spec: str) -> list[Path]:
     "The data files a local source spec (file, directory or glob) names, sorted."
     p = Path(spec).expanduser()
-    if p.is_dir(): files = sorted(f for f in p.rglob("*") if f.suffix in _READERS and not f.is_dir())
-    elif p.is_file(): files = [p]
-    else: files = sorted(Path(f) for f in globlib.glob(os.path.expanduser(spec), recursive=True) if Path(f).suffix in _READERS)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix in _READERS and not f.is_dir())
+    elif p.is_file():
+        files = [p]
+    else:
+        files = sorted(
+            Path(f) for f in globlib.glob(os.path.expanduser(spec), recursive=True) if Path(f).suffix in _READERS
+        )
     if not files:
         shards = p.is_dir() and any(p.glob("*.bin"))
-        raise FileNotFoundError(f"data source {spec!r}: " + ("token shards without a gpt3dev manifest.json (prepare them "
-                                "with gpt3dev_prepare)" if shards else "no such file, or no .txt/.jsonl/.parquet files there"))
+        raise FileNotFoundError(
+            f"data source {spec!r}: "
+            + (
+                "token shards without a gpt3dev manifest.json (prepare them with gpt3dev_prepare)"
+                if shards
+                else "no such file, or no .txt/.jsonl/.parquet files there"
+            )
+        )
     bad = [f for f in files if f.suffix not in _READERS]
-    if bad: raise ValueError(f"data file {bad[0]}: unsupported type {bad[0].suffix!r} (use .txt, .jsonl or .parquet)")
+    if bad:
+        raise ValueError(f"data file {bad[0]}: unsupported type {bad[0].suffix!r} (use .txt, .jsonl or .parquet)")
     return files
 
+
 HF_BUILDERS = ("parquet", "json", "text", "csv", "arrow")
+
 
 def _hub_documents(spec: str):
     "The `text` of each row of `hf:NAME[:CONFIG]`, streamed by `datasets` (`hf:parquet:FILES` and the like stream local files)."
     from datasets import load_dataset
+
     name, _, config = spec[3:].partition(":")
     hint = "give a local .txt/.jsonl/.parquet file or folder, or a folder made by gpt3dev_prepare, instead"
-    if name in HF_BUILDERS: rows = iter(load_dataset(name, data_files=config, split="train", streaming=True))   # local files
-    else: rows = iter(from_hub(name, lambda: load_dataset(name, config or None, split="train", streaming=True), hint))
+    if name in HF_BUILDERS:
+        rows = iter(load_dataset(name, data_files=config, split="train", streaming=True))  # local files
+    else:
+        rows = iter(from_hub(name, lambda: load_dataset(name, config or None, split="train", streaming=True), hint))
     while True:
-        try: row = next(rows)
-        except StopIteration: return
-        except OSError as e: raise hub_error(name, e, hint) from None
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except OSError as e:
+            raise hub_error(name, e, hint) from None
         yield row["text"]
+
 
 def _read_files(files):
     for f in files:
-        try: yield from _READERS[f.suffix](f)
-        except OSError as e: raise ValueError(f"data file {f} cannot be read: {e.strerror or e}") from None
+        try:
+            yield from _READERS[f.suffix](f)
+        except OSError as e:
+            raise ValueError(f"data file {f} cannot be read: {e.strerror or e}") from None
+
 
 def iter_pieces(spec: str, skip: int = 0):
     "`(piece, ends_document)` of source `spec` in order, from its `skip`-th piece on: every document ends with a piece that ends it."
-    if spec == EMBEDDED: pieces = _pieces_of(embedded_documents())
-    elif spec.startswith("hf:"): pieces = _pieces_of(_hub_documents(spec))
-    else: pieces = _read_files(source_files(spec))
+    if spec == EMBEDDED:
+        pieces = _pieces_of(embedded_documents())
+    elif spec.startswith("hf:"):
+        pieces = _pieces_of(_hub_documents(spec))
+    else:
+        pieces = _read_files(source_files(spec))
     for i, piece in enumerate(pieces):
-        if i >= skip: yield piece
+        if i >= skip:
+            yield piece
+
 
 def iter_documents(spec: str):
     "The documents of source `spec`, whole (a `.txt` file is one document)."
     parts = []
     for piece, end in iter_pieces(spec):
         parts.append(piece)
-        if end: yield "".join(parts); parts = []
+        if end:
+            yield "".join(parts)
+            parts = []
 
 # %% ../nbs/06_data.ipynb #a7af7edb
 EOT = "<|endoftext|>"
 
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("GPT3DEV_CACHE", Path.home() / ".cache" / "gpt3dev"))
+
 
 def train_tokenizer(documents: list[str], vocab_size: int = 4096):
     "A byte-level BPE tokenizer trained on `documents` (deterministic, cached on disk)."
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-    if vocab_size < 257 + 1: raise ValueError(f"a byte-level BPE needs vocab_size > 257 (256 bytes + {EOT}), got {vocab_size}")
+
+    if vocab_size < 257 + 1:
+        raise ValueError(f"a byte-level BPE needs vocab_size > 257 (256 bytes + {EOT}), got {vocab_size}")
     h = hashlib.sha256(f"bpe-v1|{vocab_size}|".encode())
     for d in documents:
         h.update(d.encode("utf-8"))
@@ -175,32 +231,43 @@ def train_tokenizer(documents: list[str], vocab_size: int = 4096):
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[EOT],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
         tok.train_from_iterator(documents, trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tok.save(str(tmp))
-        tmp.replace(path)                                 # atomic: never a half-written cache
+        tmp.replace(path)  # atomic: never a half-written cache
     return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOT, bos_token=EOT)
+
 
 def load_tokenizer(spec: str = "gpt2"):
     "A tokenizer from a Hub id or directory, or `embedded[:VOCAB]` (trained here); always with an end-of-text token."
     if spec == EMBEDDED or spec.startswith(EMBEDDED + ":"):
         size = spec.partition(":")[2]
-        if size and not size.isdigit(): raise ValueError(f"tokenizer spec {spec!r}: expected 'embedded' or 'embedded:<vocab size>'")
+        if size and not size.isdigit():
+            raise ValueError(f"tokenizer spec {spec!r}: expected 'embedded' or 'embedded:<vocab size>'")
         return train_tokenizer(embedded_documents(), int(size or 4096))
     from transformers import AutoTokenizer
+
     check_saved(spec, "tokenizer", ("tokenizer_config.json", "tokenizer.json", "vocab.json"))
-    try: tok = AutoTokenizer.from_pretrained(spec)
+    try:
+        tok = AutoTokenizer.from_pretrained(spec)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot load tokenizer {spec!r} (a Hub id, a directory, or 'embedded'): {e}") from None
     if tok.eos_token is None:
-        if EOT not in tok.get_vocab(): raise ValueError(f"tokenizer {spec!r} has no end-of-text token to separate documents")
+        if EOT not in tok.get_vocab():
+            raise ValueError(f"tokenizer {spec!r} has no end-of-text token to separate documents")
         tok.eos_token = EOT
     return tok
 
+
 _PROBE = "Tokenizer fingerprint: naïve café, 12345 + 678 = 13023;\n\tdef f(x): return x ** 2  # ünïcödé 日本語 🙂"
+
 
 def tokenizer_fingerprint(tokenizer) -> str:
     "A hash of what a tokenizer does: its vocabulary, its end-of-text id, and the ids it gives a probe text."
@@ -209,10 +276,12 @@ def tokenizer_fingerprint(tokenizer) -> str:
     h.update(json.dumps([tokenizer.eos_token_id, encode(tokenizer, [_PROBE])[0]]).encode())
     return h.hexdigest()[:16]
 
+
 def encode(tokenizer, texts: list[str]) -> list[list[int]]:
     "Token ids of each text, without special tokens added (the Rust tokenizer directly when there is one: faster)."
     fast = getattr(tokenizer, "backend_tokenizer", None)
-    if fast is not None: return [e.ids for e in fast.encode_batch(texts, add_special_tokens=False)]
+    if fast is not None:
+        return [e.ids for e in fast.encode_batch(texts, add_special_tokens=False)]
     return tokenizer(texts, add_special_tokens=False).input_ids
 
 # %% ../nbs/06_data.ipynb #e2c41d28
@@ -226,24 +295,37 @@ def _document_ids(tokens: np.ndarray, eos: int) -> np.ndarray:
     eot = (tokens == eos).astype(np.int64)
     return np.cumsum(eot) - eot
 
+
 class TextBlocks:
     "Blocks of one source for one split, tokenized as read, optionally through a shuffle buffer; every `world_size`-th is `rank`'s."
-    def __init__(self, source: str, tokenizer, block_size: int, split: str = "train", val_share: float = 0.01,
-                 shuffle: int = 0, seed: int = 0, rank: int = 0, world_size: int = 1):
+
+    def __init__(
+        self,
+        source: str,
+        tokenizer,
+        block_size: int,
+        split: str = "train",
+        val_share: float = 0.01,
+        shuffle: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.source, self.tokenizer, self.block_size, self.split = source, tokenizer, block_size, split
         self.val_share, self.shuffle, self.rank, self.world_size = val_share, shuffle, rank, world_size
         self.eos = tokenizer.eos_token_id
         self.rng = random.Random(f"{seed}|{source}")
-        self.pieces = 0                                   # pieces of the source consumed in this epoch (both splits)
+        self.pieces = 0  # pieces of the source consumed in this epoch (both splits)
         self.epochs = 0
-        self.tokens: list[int] = []                       # tokens read but not yet in a block
-        self.pool = np.zeros((0, block_size), np.int64)   # the shuffle buffer
-        self.blocks = 0                                   # blocks made, for all ranks
-        self._reader, self._ahead = None, deque()         # tokenized ahead, not yet consumed (None: the other split's)
+        self.tokens: list[int] = []  # tokens read but not yet in a block
+        self.pool = np.zeros((0, block_size), np.int64)  # the shuffle buffer
+        self.blocks = 0  # blocks made, for all ranks
+        self._reader, self._ahead = None, deque()  # tokenized ahead, not yet consumed (None: the other split's)
 
     def _tokenize_more(self) -> bool:
         "Tokenize the next 64 pieces (this split's); False at the end of the source."
-        if self._reader is None: self._reader = iter_pieces(self.source, skip=self.pieces)
+        if self._reader is None:
+            self._reader = iter_pieces(self.source, skip=self.pieces)
         batch = [piece for _, piece in zip(range(64), self._reader)]
         first = self.pieces + len(self._ahead)
         mine = [held_out(first + k, self.val_share) == (self.split == "validation") for k in range(len(batch))]
@@ -257,24 +339,31 @@ class TextBlocks:
             while self._ahead:
                 ids = self._ahead.popleft()
                 self.pieces += 1
-                if ids is not None: return ids
-            if self._tokenize_more(): continue
-            held = math.floor(self.pieces * self.val_share + 0.5)          # pieces held out of the whole source
-            if self.pieces == 0: raise ValueError(f"data source {self.source!r} holds no documents")
+                if ids is not None:
+                    return ids
+            if self._tokenize_more():
+                continue
+            held = math.floor(self.pieces * self.val_share + 0.5)  # pieces held out of the whole source
+            if self.pieces == 0:
+                raise ValueError(f"data source {self.source!r} holds no documents")
             if (held if self.split == "validation" else self.pieces - held) == 0:
-                raise ValueError(f"data source {self.source!r} has no {self.split} text: its {self.pieces} pieces of "
-                                 f"~{PIECE_CHARS} characters are too few for --val-share {self.val_share}")
-            self.epochs, self.pieces, self._reader = self.epochs + 1, 0, None   # a finite source starts over
+                raise ValueError(
+                    f"data source {self.source!r} has no {self.split} text: its {self.pieces} pieces of "
+                    f"~{PIECE_CHARS} characters are too few for --val-share {self.val_share}"
+                )
+            self.epochs, self.pieces, self._reader = self.epochs + 1, 0, None  # a finite source starts over
 
     def _next_block(self) -> np.ndarray:
-        while len(self.tokens) < self.block_size: self.tokens.extend(self._next_piece())
-        block, self.tokens = self.tokens[:self.block_size], self.tokens[self.block_size:]
+        while len(self.tokens) < self.block_size:
+            self.tokens.extend(self._next_piece())
+        block, self.tokens = self.tokens[: self.block_size], self.tokens[self.block_size :]
         return np.array(block, dtype=np.int64)
 
     def _shuffled(self) -> np.ndarray:
         "The next block in file order, or through a shuffle buffer of `shuffle` blocks (a random one out, the next one in)."
-        if not self.shuffle: return self._next_block()
-        if len(self.pool) < self.shuffle:                # fill the buffer first
+        if not self.shuffle:
+            return self._next_block()
+        if len(self.pool) < self.shuffle:  # fill the buffer first
             self.pool = np.stack([*self.pool, *(self._next_block() for _ in range(self.shuffle - len(self.pool)))])
         j = self.rng.randrange(self.shuffle)
         out = self.pool[j].copy()
@@ -286,18 +375,33 @@ class TextBlocks:
         while True:
             block = self._shuffled()
             self.blocks += 1
-            if (self.blocks - 1) % self.world_size == self.rank: return block, _document_ids(block, self.eos) if documents else None
+            if (self.blocks - 1) % self.world_size == self.rank:
+                return block, _document_ids(block, self.eos) if documents else None
 
     def state_dict(self) -> dict:
         "Where the source is: lists, numbers and a tensor (a checkpoint loads it with `weights_only=True`)."
         import torch
+
         version, mt, gauss = self.rng.getstate()
-        return {"kind": "text", "source": self.source, "pieces": self.pieces, "epochs": self.epochs, "tokens": list(self.tokens),
-                "pool": torch.from_numpy(self.pool.copy()), "blocks": self.blocks, "rng": [version, list(mt), gauss]}
+        return {
+            "kind": "text",
+            "source": self.source,
+            "pieces": self.pieces,
+            "epochs": self.epochs,
+            "tokens": list(self.tokens),
+            "pool": torch.from_numpy(self.pool.copy()),
+            "blocks": self.blocks,
+            "rng": [version, list(mt), gauss],
+        }
 
     def load_state_dict(self, state: dict):
         "Continue from a `state_dict()`."
-        self.pieces, self.epochs, self.tokens, self.blocks = state["pieces"], state["epochs"], list(state["tokens"]), state["blocks"]
+        self.pieces, self.epochs, self.tokens, self.blocks = (
+            state["pieces"],
+            state["epochs"],
+            list(state["tokens"]),
+            state["blocks"],
+        )
         self.pool = state["pool"].numpy().copy()
         self.rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
         self._reader, self._ahead = None, deque()
@@ -306,28 +410,37 @@ class TextBlocks:
 MANIFEST = "manifest.json"
 FORMAT = "gpt3dev-prepared"
 
+
 def is_prepared(spec: str) -> bool:
     "Whether `spec` names a folder made by `prepare` (it holds a gpt3dev manifest)."
     return (Path(spec).expanduser() / MANIFEST).is_file()
 
+
 def read_manifest(folder, complete: bool = True) -> dict:
     "The manifest of prepared folder `folder`; a folder that is not one (or, with `complete`, not finished) is a `ValueError`."
     path = Path(folder).expanduser() / MANIFEST
-    try: manifest = json.loads(path.read_text())
-    except FileNotFoundError: raise ValueError(f"{folder} is not a prepared dataset: it has no {MANIFEST}") from None
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{folder} is not a prepared dataset: it has no {MANIFEST}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} cannot be read as a prepared dataset's manifest: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{folder} is not a prepared dataset: {path} is not a {FORMAT} manifest")
     if complete and not manifest.get("complete"):
-        raise ValueError(f"prepared dataset {folder} is not finished: run the same gpt3dev_prepare command again to complete it")
+        raise ValueError(
+            f"prepared dataset {folder} is not finished: run the same gpt3dev_prepare command again to complete it"
+        )
     return manifest
+
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22): h.update(chunk)
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
     return h.hexdigest()
+
 
 def verify_prepared(folder) -> int:
     "Check every shard of a prepared folder against its manifest's checksums; the number of tokens, or a `ValueError` naming the shard."
@@ -336,16 +449,20 @@ def verify_prepared(folder) -> int:
     for split, shards in manifest["splits"].items():
         for shard in shards:
             for name, key in ((shard["file"], "sha256"), (shard["index"], "index_sha256")):
-                if not (folder / name).is_file(): raise ValueError(f"shard {folder / name} is missing")
+                if not (folder / name).is_file():
+                    raise ValueError(f"shard {folder / name} is missing")
                 if _sha256(folder / name) != shard[key]:
-                    raise ValueError(f"shard {folder / name} does not match its checksum in {folder / MANIFEST}: it is damaged; "
-                                     f"prepare the data again")
+                    raise ValueError(
+                        f"shard {folder / name} does not match its checksum in {folder / MANIFEST}: it is damaged; "
+                        f"prepare the data again"
+                    )
             total += shard["tokens"]
     return total
 
 # %% ../nbs/06_data.ipynb #3f8340ea
 class _ShardWriter:
     "One shard being written: tokens streamed to `NAME.bin.tmp` (with a running checksum), document ends kept for `NAME.idx`."
+
     def __init__(self, folder: Path, split: str, number: int, dtype: str):
         self.folder, self.name, self.dtype = folder, f"{split}_{number:05d}", np.dtype(dtype)
         self.fh = open(folder / f"{self.name}.bin.tmp", "wb")
@@ -356,8 +473,10 @@ class _ShardWriter:
         self.fh.write(data)
         self.sha.update(data)
         self.tokens += len(ids)
-        if len(ids): self.max_id = max(self.max_id, int(ids.max()))
-        if ends_document: self.ends.append(self.tokens)
+        if len(ids):
+            self.max_id = max(self.max_id, int(ids.max()))
+        if ends_document:
+            self.ends.append(self.tokens)
 
     def close(self) -> dict | None:
         "Put the shard in place (written, synced, renamed); its manifest entry, or None (and no file) if it is empty."
@@ -365,12 +484,21 @@ class _ShardWriter:
         os.fsync(self.fh.fileno())
         self.fh.close()
         tmp = self.folder / f"{self.name}.bin.tmp"
-        if not self.tokens: return tmp.unlink()
+        if not self.tokens:
+            return tmp.unlink()
         index = np.array(self.ends, dtype=np.int64).tobytes()
         _write_atomic(self.folder / f"{self.name}.idx", index)
         tmp.replace(self.folder / f"{self.name}.bin")
-        return {"file": f"{self.name}.bin", "tokens": self.tokens, "documents": len(self.ends), "max_id": self.max_id,
-                "sha256": self.sha.hexdigest(), "index": f"{self.name}.idx", "index_sha256": hashlib.sha256(index).hexdigest()}
+        return {
+            "file": f"{self.name}.bin",
+            "tokens": self.tokens,
+            "documents": len(self.ends),
+            "max_id": self.max_id,
+            "sha256": self.sha.hexdigest(),
+            "index": f"{self.name}.idx",
+            "index_sha256": hashlib.sha256(index).hexdigest(),
+        }
+
 
 def _write_atomic(path: Path, data: bytes):
     tmp = path.with_name(path.name + ".tmp")
@@ -380,11 +508,13 @@ def _write_atomic(path: Path, data: bytes):
         os.fsync(fh.fileno())
     tmp.replace(path)
 
+
 def _write_manifest(folder: Path, manifest: dict):
     _write_atomic(folder / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
 
 # %% ../nbs/06_data.ipynb #76052ffa
 _WORKER_TOKENIZER = None
+
 
 def _worker_start(tokenizer):
     "A preparation worker: one thread of tokenization per process, so that N workers use N cores."
@@ -392,15 +522,19 @@ def _worker_start(tokenizer):
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _WORKER_TOKENIZER = tokenizer
 
+
 def _encode_task(texts: list[str], dtype: str) -> list[np.ndarray]:
     return [np.array(ids, dtype=dtype) for ids in encode(_WORKER_TOKENIZER, texts)]
+
 
 def _tokenized(batches, pool, tokenizer, dtype: str, in_flight: int, encode_task=None):
     "`(batch, token arrays)` for each batch of `(piece number, (text, ends_document))`, in order; at most `in_flight` batches queued."
     pending = deque()
     for batch in batches:
         texts = [text for _, (text, _) in batch]
-        if pool is None: yield batch, [np.array(ids, dtype=dtype) for ids in encode(tokenizer, texts)]; continue
+        if pool is None:
+            yield batch, [np.array(ids, dtype=dtype) for ids in encode(tokenizer, texts)]
+            continue
         pending.append((batch, pool.apply_async(encode_task, (texts, dtype))))
         if len(pending) >= in_flight:
             done, result = pending.popleft()
@@ -408,6 +542,7 @@ def _tokenized(batches, pool, tokenizer, dtype: str, in_flight: int, encode_task
     while pending:
         done, result = pending.popleft()
         yield done, result.get()
+
 
 def _batches(numbered, chars: int = 1 << 20):
     "Pieces grouped into batches of about `chars` characters: one task for a worker."
@@ -418,66 +553,114 @@ def _batches(numbered, chars: int = 1 << 20):
         if size >= chars:
             yield batch
             batch, size = [], 0
-    if batch: yield batch
+    if batch:
+        yield batch
 
 # %% ../nbs/06_data.ipynb #4ba8289a
 def _local_chars(sources: list[str]) -> int | None:
     "The size in bytes of every local source, for a progress bar with a time left; None when a source is streamed or embedded."
-    if any(s == EMBEDDED or s.startswith("hf:") for s in sources): return None
-    try: return sum(f.stat().st_size for s in sources for f in source_files(s))
-    except (FileNotFoundError, ValueError): return None
+    if any(s == EMBEDDED or s.startswith("hf:") for s in sources):
+        return None
+    try:
+        return sum(f.stat().st_size for s in sources for f in source_files(s))
+    except (FileNotFoundError, ValueError):
+        return None
+
 
 _SETTINGS = ("sources", "tokenizer", "dtype", "val_share", "piece_chars", "shard_tokens")
+
 
 def _own_files(folder: Path) -> list[Path]:
     "The files `prepare` writes in `folder`: its manifest, shards, indexes and their temporary files."
     shard = re.compile(r"(train|validation)_\d{5}\.(bin|idx)(\.tmp)?")
     return [p for p in folder.iterdir() if p.name.startswith(MANIFEST) or shard.fullmatch(p.name)]
 
+
 def _start(folder: Path, settings: dict, overwrite: bool) -> dict:
     "A new manifest for `settings`, or the unfinished one in `folder` to continue; a finished or foreign folder is refused."
     if folder.is_dir() and overwrite:
-        for p in _own_files(folder): p.unlink()
+        for p in _own_files(folder):
+            p.unlink()
     if (folder / MANIFEST).exists():
         manifest = read_manifest(folder, complete=False)
         if manifest.get("complete"):
-            raise ValueError(f"{folder} already holds a prepared dataset ({sum(s['tokens'] for s in manifest['splits']['train']):,} "
-                             f"training tokens): train on it, or pass --overwrite to prepare it again")
+            raise ValueError(
+                f"{folder} already holds a prepared dataset ({sum(s['tokens'] for s in manifest['splits']['train']):,} "
+                f"training tokens): train on it, or pass --overwrite to prepare it again"
+            )
         changed = [f"{k}: {manifest.get(k)!r} -> {settings[k]!r}" for k in _SETTINGS if manifest.get(k) != settings[k]]
-        if changed: raise ValueError(f"{folder} holds an unfinished preparation with other settings ({'; '.join(changed)}): "
-                                     f"run it with its own settings to finish it, or pass --overwrite")
+        if changed:
+            raise ValueError(
+                f"{folder} holds an unfinished preparation with other settings ({'; '.join(changed)}): "
+                f"run it with its own settings to finish it, or pass --overwrite"
+            )
         done = {name for shards in manifest["splits"].values() for s in shards for name in (s["file"], s["index"])}
-        for p in _own_files(folder):                       # what an interrupted run left half-made or not yet recorded
-            if p.name != MANIFEST and p.name not in done: p.unlink()
+        for p in _own_files(folder):  # what an interrupted run left half-made or not yet recorded
+            if p.name != MANIFEST and p.name not in done:
+                p.unlink()
         return manifest
     if folder.is_dir() and any(folder.iterdir()):
-        raise ValueError(f"{folder} holds files that are not a prepared dataset ({next(folder.iterdir()).name}, ...): "
-                         f"choose an empty or new folder")
+        raise ValueError(
+            f"{folder} holds files that are not a prepared dataset ({next(folder.iterdir()).name}, ...): "
+            f"choose an empty or new folder"
+        )
     folder.mkdir(parents=True, exist_ok=True)
-    return {"format": FORMAT, "version": 1, "gpt3dev_version": _version(), **settings, "complete": False,
-            "splits": {"train": [], "validation": []}, "pieces": [0] * len(settings["sources"]),
-            "resume": {"source": 0, "piece": 0, "shard": 0}}
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "gpt3dev_version": _version(),
+        **settings,
+        "complete": False,
+        "splits": {"train": [], "validation": []},
+        "pieces": [0] * len(settings["sources"]),
+        "resume": {"source": 0, "piece": 0, "shard": 0},
+    }
+
 
 def _version() -> str:
     from gpt3dev import __version__
+
     return __version__
 
-def prepare(sources, tokenizer, out, tokenizer_name: str, val_share: float = 0.01, shard_tokens: int = 100_000_000,
-            workers: int | None = None, progress: bool = True, overwrite: bool = False) -> dict:
+
+def prepare(
+    sources,
+    tokenizer,
+    out,
+    tokenizer_name: str,
+    val_share: float = 0.01,
+    shard_tokens: int = 100_000_000,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
     """Tokenize `sources` into token shards in folder `out`, with document ends, a held-out validation split and a manifest;
     an interrupted preparation, run again, continues where it stopped and ends byte-identical. Returns the manifest."""
     sources = [sources] if isinstance(sources, str) else list(sources)
-    if not 0 <= val_share < 1: raise ValueError(f"--val-share must be in [0, 1), got {val_share}")
-    if shard_tokens < 1: raise ValueError(f"--shard-tokens must be >= 1, got {shard_tokens}")
-    if tokenizer.eos_token_id is None: raise ValueError(f"tokenizer {tokenizer_name!r} has no end-of-text token to separate documents")
+    if not 0 <= val_share < 1:
+        raise ValueError(f"--val-share must be in [0, 1), got {val_share}")
+    if shard_tokens < 1:
+        raise ValueError(f"--shard-tokens must be >= 1, got {shard_tokens}")
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer {tokenizer_name!r} has no end-of-text token to separate documents")
     workers = os.cpu_count() or 1 if workers is None else workers
-    settings = {"sources": sources, "dtype": "uint16" if len(tokenizer) <= 1 << 16 else "uint32", "val_share": val_share,
-                "piece_chars": PIECE_CHARS, "shard_tokens": shard_tokens,
-                "tokenizer": {"name": tokenizer_name, "fingerprint": tokenizer_fingerprint(tokenizer),
-                              "eos_id": tokenizer.eos_token_id, "vocab_size": len(tokenizer)}}
+    settings = {
+        "sources": sources,
+        "dtype": "uint16" if len(tokenizer) <= 1 << 16 else "uint32",
+        "val_share": val_share,
+        "piece_chars": PIECE_CHARS,
+        "shard_tokens": shard_tokens,
+        "tokenizer": {
+            "name": tokenizer_name,
+            "fingerprint": tokenizer_fingerprint(tokenizer),
+            "eos_id": tokenizer.eos_token_id,
+            "vocab_size": len(tokenizer),
+        },
+    }
     folder = Path(out).expanduser()
     manifest = _start(folder, settings, overwrite)
-    if manifest["complete"]: return manifest
+    if manifest["complete"]:
+        return manifest
     eos, dtype = np.array([tokenizer.eos_token_id]), settings["dtype"]
     resume = manifest["resume"]
     writers = {s: _ShardWriter(folder, s, resume["shard"], dtype) for s in ("train", "validation")}
@@ -485,39 +668,55 @@ def prepare(sources, tokenizer, out, tokenizer_name: str, val_share: float = 0.0
     pool, module = None, None
     if workers > 0:
         import multiprocessing as mp
-        from gpt3dev import data as module           # workers run the package's functions, which pickle by name
-        pool = mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(workers, module._worker_start, (tokenizer,))
+        from gpt3dev import data as module  # workers run the package's functions, which pickle by name
+
+        pool = mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(
+            workers, module._worker_start, (tokenizer,)
+        )
     try:
         for s in range(resume["source"], len(sources)):
             skip = resume["piece"] if s == resume["source"] else 0
             numbered = enumerate(iter_pieces(sources[s], skip=skip), start=skip)
-            for batch, ids in _tokenized(_batches(numbered), pool, tokenizer, dtype, 2 * max(workers, 1), module and module._encode_task):
+            for batch, ids in _tokenized(
+                _batches(numbered), pool, tokenizer, dtype, 2 * max(workers, 1), module and module._encode_task
+            ):
                 for (k, (text, end)), piece in zip(batch, ids):
-                    writers["validation" if held_out(k, val_share) else "train"].add(np.concatenate([piece, eos]) if end else piece, end)
+                    writers["validation" if held_out(k, val_share) else "train"].add(
+                        np.concatenate([piece, eos]) if end else piece, end
+                    )
                     manifest["pieces"][s] = k + 1
                     if writers["train"].tokens >= shard_tokens:
                         writers = _close_shard(folder, manifest, writers, {"source": s, "piece": k + 1}, dtype)
                 if bar is not None:
                     done = _tokens(manifest) + sum(w.tokens for w in writers.values())
                     bar.update(sum(len(text) for _, (text, _) in batch))
-                    bar.set_postfix_str(f"{done:,} tokens, {done / max(bar.format_dict['elapsed'], 1e-9):,.0f} tokens/s", refresh=False)
-            if manifest["pieces"][s] == 0: raise ValueError(f"data source {sources[s]!r} holds no documents")
+                    bar.set_postfix_str(
+                        f"{done:,} tokens, {done / max(bar.format_dict['elapsed'], 1e-9):,.0f} tokens/s", refresh=False
+                    )
+            if manifest["pieces"][s] == 0:
+                raise ValueError(f"data source {sources[s]!r} holds no documents")
         _close_shard(folder, manifest, writers, {"source": len(sources), "piece": 0}, dtype, last=True)
     finally:
         for w in writers.values():
-            if not w.fh.closed: w.fh.close()
-        if pool is not None: pool.terminate()
-        if bar is not None: bar.close()
+            if not w.fh.closed:
+                w.fh.close()
+        if pool is not None:
+            pool.terminate()
+        if bar is not None:
+            bar.close()
     return manifest
+
 
 def _tokens(manifest: dict) -> int:
     return sum(s["tokens"] for shards in manifest["splits"].values() for s in shards)
+
 
 def _close_shard(folder: Path, manifest: dict, writers: dict, resume: dict, dtype: str, last: bool = False) -> dict:
     "Put this shard of each split in place and record it (and where to continue) in the manifest; writers for the next shard."
     for split, w in writers.items():
         entry = w.close()
-        if entry is not None: manifest["splits"][split].append(entry)
+        if entry is not None:
+            manifest["splits"][split].append(entry)
     manifest["resume"] = {**resume, "shard": manifest["resume"]["shard"] + 1}
     if last:
         manifest["complete"] = True
@@ -525,13 +724,17 @@ def _close_shard(folder: Path, manifest: dict, writers: dict, resume: dict, dtyp
     _write_manifest(folder, manifest)
     return {} if last else {s: _ShardWriter(folder, s, manifest["resume"]["shard"], dtype) for s in writers}
 
+
 def _progress_bar(progress: bool, total: int | None):
-    if not progress: return None
+    if not progress:
+        return None
     from tqdm.auto import tqdm
+
     return tqdm(total=total, unit="B", unit_scale=True, desc="prepare", dynamic_ncols=True)
 
 # %% ../nbs/06_data.ipynb #746224db
 _M64 = (1 << 64) - 1
+
 
 def _mix(x: int, key: int) -> int:
     "A 64-bit hash of `x` under `key` (splitmix64's finaliser)."
@@ -540,33 +743,54 @@ def _mix(x: int, key: int) -> int:
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
     return z ^ (z >> 31)
 
+
 def permute(i: int, n: int, key: int) -> int:
     "Element `i` of a pseudo-random permutation of `range(n)` chosen by `key`, computed alone in O(1): no table of `n` entries."
-    if not 0 <= i < n: raise IndexError(f"{i} is not in range({n})")
+    if not 0 <= i < n:
+        raise IndexError(f"{i} is not in range({n})")
     half = max(1, ((n - 1).bit_length() + 1) // 2)
     mask = (1 << half) - 1
-    while True:                                          # a Feistel network permutes [0, 4**half); walk the cycle back into [0, n)
+    while True:  # a Feistel network permutes [0, 4**half); walk the cycle back into [0, n)
         left, right = i >> half, i & mask
-        for r in range(4): left, right = right, left ^ (_mix(right, key + r) & mask)
+        for r in range(4):
+            left, right = right, left ^ (_mix(right, key + r) & mask)
         i = (left << half) | right
-        if i < n: return i
+        if i < n:
+            return i
 
 # %% ../nbs/06_data.ipynb #72dc5ca3
 class PreparedBlocks:
     "Blocks of one split of a prepared folder, memory-mapped: each epoch a seeded shift and order, every `world_size`-th for `rank`."
-    def __init__(self, folder, block_size: int, split: str = "train", seed: int = 0, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True, tokenizer=None, vocab_size: int | None = None, verify: bool = False):
+
+    def __init__(
+        self,
+        folder,
+        block_size: int,
+        split: str = "train",
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        tokenizer=None,
+        vocab_size: int | None = None,
+        verify: bool = False,
+    ):
         self.folder, self.block_size, self.split, self.seed = Path(folder).expanduser(), block_size, split, seed
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.manifest = m = read_manifest(self.folder)
         if tokenizer is not None and tokenizer_fingerprint(tokenizer) != m["tokenizer"]["fingerprint"]:
-            raise ValueError(f"prepared dataset {folder} was tokenized with {m['tokenizer']['name']!r}, not with this run's tokenizer "
-                             f"({len(tokenizer)} tokens): train with --tokenizer {m['tokenizer']['name']}, or prepare the data again")
+            raise ValueError(
+                f"prepared dataset {folder} was tokenized with {m['tokenizer']['name']!r}, not with this run's tokenizer "
+                f"({len(tokenizer)} tokens): train with --tokenizer {m['tokenizer']['name']}, or prepare the data again"
+            )
         shards = m["splits"][split]
         top = max((s["max_id"] for s in shards), default=-1)
         if vocab_size is not None and top >= vocab_size:
-            raise ValueError(f"prepared dataset {folder} holds token id {top}, beyond the model's vocabulary of {vocab_size}")
-        if verify: verify_prepared(self.folder)
+            raise ValueError(
+                f"prepared dataset {folder} holds token id {top}, beyond the model's vocabulary of {vocab_size}"
+            )
+        if verify:
+            verify_prepared(self.folder)
         self.tokens, self.ends = [], []
         for s in shards:
             self.tokens.append(self._open(s["file"], m["dtype"], s["tokens"]))
@@ -575,9 +799,11 @@ class PreparedBlocks:
         self.total = int(self.starts[-1])
         if self.total < block_size + world_size * block_size:
             hint = " (prepare it with a larger --val-share, or train with --skip-val)" if split == "validation" else ""
-            raise ValueError(f"the {split} split of {folder} holds {self.total:,} tokens: too few for {world_size} process(es) "
-                             f"taking blocks of {block_size}{hint}")
-        self.epoch, self.index = 0, 0                    # this rank's place: blocks taken in the current epoch
+            raise ValueError(
+                f"the {split} split of {folder} holds {self.total:,} tokens: too few for {world_size} process(es) "
+                f"taking blocks of {block_size}{hint}"
+            )
+        self.epoch, self.index = 0, 0  # this rank's place: blocks taken in the current epoch
 
     def _open(self, name: str, dtype: str, count: int) -> np.ndarray:
         "A memory map of shard file `name`, whose size is checked against the manifest first."
@@ -585,8 +811,10 @@ class PreparedBlocks:
         expected = count * np.dtype(dtype).itemsize
         size = path.stat().st_size if path.is_file() else None
         if size != expected:
-            raise ValueError(f"shard {path} is {'missing' if size is None else f'{size:,} bytes'}, the manifest says {expected:,}: "
-                             f"the prepared dataset is damaged; prepare it again")
+            raise ValueError(
+                f"shard {path} is {'missing' if size is None else f'{size:,} bytes'}, the manifest says {expected:,}: "
+                f"the prepared dataset is damaged; prepare it again"
+            )
         return np.memmap(path, dtype=dtype, mode="r", shape=(count,)) if count else np.zeros(0, dtype)
 
     def _epoch_layout(self) -> tuple[int, int, int]:
@@ -603,12 +831,13 @@ class PreparedBlocks:
         while pos < start + length:
             first = int(self.starts[shard])
             lo, hi = pos - first, min(start + length, int(self.starts[shard + 1])) - first
-            tokens[pos - start:pos - start + hi - lo] = self.tokens[shard][lo:hi]
+            tokens[pos - start : pos - start + hi - lo] = self.tokens[shard][lo:hi]
             if documents:
                 e = self.ends[shard]
-                ends.append(e[np.searchsorted(e, lo, side="right"):np.searchsorted(e, hi, side="left")] + first)
+                ends.append(e[np.searchsorted(e, lo, side="right") : np.searchsorted(e, hi, side="left")] + first)
             pos, shard = first + hi, shard + 1
-        if not documents: return tokens, None
+        if not documents:
+            return tokens, None
         return tokens, np.searchsorted(np.concatenate(ends), np.arange(start, start + length), side="right")
 
     def next_block(self, documents: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -624,37 +853,77 @@ class PreparedBlocks:
 
     def state_dict(self) -> dict:
         "Where this rank is: a few integers."
-        return {"kind": "prepared", "source": str(self.folder), "epoch": self.epoch, "index": self.index,
-                "fingerprint": self.manifest["tokenizer"]["fingerprint"], "tokens": self.total}
+        return {
+            "kind": "prepared",
+            "source": str(self.folder),
+            "epoch": self.epoch,
+            "index": self.index,
+            "fingerprint": self.manifest["tokenizer"]["fingerprint"],
+            "tokens": self.total,
+        }
 
     def load_state_dict(self, state: dict):
         "Continue from a `state_dict()` (of the same prepared data)."
         if state["tokens"] != self.total or state["fingerprint"] != self.manifest["tokenizer"]["fingerprint"]:
-            raise ValueError(f"the data state is for another prepared dataset ({state['tokens']:,} tokens) than {self.folder} "
-                             f"({self.total:,} tokens)")
+            raise ValueError(
+                f"the data state is for another prepared dataset ({state['tokens']:,} tokens) than {self.folder} "
+                f"({self.total:,} tokens)"
+            )
         self.epoch, self.index = state["epoch"], state["index"]
 
 # %% ../nbs/06_data.ipynb #bef8f096
 class TokenStream:
     "An endless, resumable stream of `block_size`-token blocks for one process, mixed from weighted sources (prepared folders or text)."
-    def __init__(self, sources, tokenizer, block_size: int, weights=None, split: str = "train", val_share: float = 0.01,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: int = 0, document_ids: bool = False,
-                 vocab_size: int | None = None, verify: bool = False):
+
+    def __init__(
+        self,
+        sources,
+        tokenizer,
+        block_size: int,
+        weights=None,
+        split: str = "train",
+        val_share: float = 0.01,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: int = 0,
+        document_ids: bool = False,
+        vocab_size: int | None = None,
+        verify: bool = False,
+    ):
         self.sources = [sources] if isinstance(sources, str) else list(sources)
-        if not self.sources: raise ValueError("no data sources given")
+        if not self.sources:
+            raise ValueError("no data sources given")
         self.weights = list(weights) if weights is not None else [1.0] * len(self.sources)
         if len(self.weights) != len(self.sources) or any(w <= 0 for w in self.weights):
             raise ValueError(f"weights {self.weights} must be positive, one per source {self.sources}")
-        if split not in ("train", "validation"): raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
-        if block_size < 1: raise ValueError(f"block_size must be >= 1, got {block_size}")
-        if not 0 <= rank < world_size: raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
-        if tokenizer.eos_token_id is None: raise ValueError("the tokenizer has no end-of-text token to separate documents")
+        if split not in ("train", "validation"):
+            raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no end-of-text token to separate documents")
         self.tokenizer, self.block_size, self.split, self.document_ids = tokenizer, block_size, split, document_ids
         train = split == "train"
-        self.streams = [PreparedBlocks(s, block_size, split, seed, rank, world_size, shuffle=train, tokenizer=tokenizer,
-                                       vocab_size=vocab_size, verify=verify) if is_prepared(s) else
-                        TextBlocks(s, tokenizer, block_size, split, val_share, shuffle if train else 0, seed, rank, world_size)
-                        for s in self.sources]
+        self.streams = [
+            PreparedBlocks(
+                s,
+                block_size,
+                split,
+                seed,
+                rank,
+                world_size,
+                shuffle=train,
+                tokenizer=tokenizer,
+                vocab_size=vocab_size,
+                verify=verify,
+            )
+            if is_prepared(s)
+            else TextBlocks(s, tokenizer, block_size, split, val_share, shuffle if train else 0, seed, rank, world_size)
+            for s in self.sources
+        ]
         self.rng = random.Random(seed)
 
     @property
@@ -667,7 +936,9 @@ class TokenStream:
         i = self.rng.choices(range(len(self.streams)), weights=self.weights)[0] if len(self.streams) > 1 else 0
         return self.streams[i].next_block(documents)
 
-    def __iter__(self): return self
+    def __iter__(self):
+        return self
+
     def __next__(self) -> list[int]:
         "The next block's token ids."
         return self.next_block(documents=False)[0].tolist()
@@ -675,43 +946,63 @@ class TokenStream:
     def batch(self, batch_size: int):
         "`batch_size` blocks as a LongTensor [batch_size, block_size] (with `document_ids`: `input_ids`, `labels`, `document_ids`)."
         import torch
+
         tokens, docs = zip(*(self.next_block(self.document_ids) for _ in range(batch_size)))
         x = torch.from_numpy(np.stack(tokens))
-        return {"input_ids": x, "labels": x, "document_ids": torch.from_numpy(np.stack(docs))} if self.document_ids else x
+        return (
+            {"input_ids": x, "labels": x, "document_ids": torch.from_numpy(np.stack(docs))} if self.document_ids else x
+        )
 
     def state_dict(self) -> dict:
         "Where the stream is, as lists, numbers and tensors (a checkpoint loads it with `weights_only=True`)."
         version, mt, gauss = self.rng.getstate()
-        return {"sources": list(self.sources), "block_size": self.block_size, "rng": [version, list(mt), gauss],
-                "streams": [s.state_dict() for s in self.streams]}
+        return {
+            "sources": list(self.sources),
+            "block_size": self.block_size,
+            "rng": [version, list(mt), gauss],
+            "streams": [s.state_dict() for s in self.streams],
+        }
 
     def load_state_dict(self, state: dict):
         "Continue from a `state_dict()`."
         if "streams" not in state:
-            raise ValueError("the data state was written by an older gpt3dev, which read data differently: start the run again")
+            raise ValueError(
+                "the data state was written by an older gpt3dev, which read data differently: start the run again"
+            )
         if state["sources"] != self.sources or state["block_size"] != self.block_size:
-            raise ValueError(f"data state is for sources {state['sources']} with block_size {state['block_size']}, "
-                             f"not {self.sources} with block_size {self.block_size}")
-        for stream, s in zip(self.streams, state["streams"]): stream.load_state_dict(s)
+            raise ValueError(
+                f"data state is for sources {state['sources']} with block_size {state['block_size']}, "
+                f"not {self.sources} with block_size {self.block_size}"
+            )
+        for stream, s in zip(self.streams, state["streams"]):
+            stream.load_state_dict(s)
         self.rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
 
 # %% ../nbs/06_data.ipynb #1e0053f0
 class Prefetcher:
     "Batches of `stream` made by a background thread while the caller works; `state_dict()` is the state after those taken."
+
     def __init__(self, stream, batch_size: int, pin_memory: bool = False):
         self.stream, self.batch_size, self.pin_memory = stream, batch_size, pin_memory
         self._queue, self._next, self._thread, self._stop = None, None, None, threading.Event()
 
     def _work(self):
         while not self._stop.is_set():
-            state = self.stream.state_dict()             # the state before this batch: what a checkpoint after the last one holds
-            try: item = self.stream.batch(self.batch_size)
-            except BaseException as e: item = e
-            if self.pin_memory and not isinstance(item, BaseException): item = _pinned(item)
+            state = self.stream.state_dict()  # the state before this batch: what a checkpoint after the last one holds
+            try:
+                item = self.stream.batch(self.batch_size)
+            except BaseException as e:
+                item = e
+            if self.pin_memory and not isinstance(item, BaseException):
+                item = _pinned(item)
             while not self._stop.is_set():
-                try: self._queue.put((state, item), timeout=0.1); break
-                except queue.Full: pass
-            if isinstance(item, BaseException): return
+                try:
+                    self._queue.put((state, item), timeout=0.1)
+                    break
+                except queue.Full:
+                    pass
+            if isinstance(item, BaseException):
+                return
 
     def _peek(self):
         if self._next is None:
@@ -724,10 +1015,12 @@ class Prefetcher:
 
     def batch(self, batch_size: int):
         "The next batch (made in the background while the previous one was in use)."
-        if batch_size != self.batch_size: raise ValueError(f"this prefetcher makes batches of {self.batch_size}, not {batch_size}")
+        if batch_size != self.batch_size:
+            raise ValueError(f"this prefetcher makes batches of {self.batch_size}, not {batch_size}")
         _, item = self._peek()
         self._next = None
-        if isinstance(item, BaseException): raise item
+        if isinstance(item, BaseException):
+            raise item
         return item
 
     def state_dict(self) -> dict:
@@ -747,6 +1040,7 @@ class Prefetcher:
         self._queue, self._next, self._thread = None, None, None
         self._stop.clear()
 
+
 def _pinned(batch):
     return batch.pin_memory() if hasattr(batch, "pin_memory") else {k: v.pin_memory() for k, v in batch.items()}
 
@@ -754,30 +1048,58 @@ def _pinned(batch):
 @dataclass
 class PrepareConfig:
     "Settings of `gpt3dev_prepare`."
-    data: list = arg(MISSING, "text to prepare: embedded, files, folders or globs of .txt/.jsonl/.parquet, or hf:NAME[:CONFIG]", "data")
+
+    data: list = arg(
+        MISSING,
+        "text to prepare: embedded, files, folders or globs of .txt/.jsonl/.parquet, or hf:NAME[:CONFIG]",
+        "data",
+    )
     out: str = arg(MISSING, "the folder to write: token shards, their document ends, manifest.json", "data")
-    tokenizer: str = arg("embedded", "embedded[:VOCAB], a tokenizer directory or a Hub id (training must use the same)", "data")
-    val_share: float = arg(0.01, "share of each source's text held out for validation (every 1/share-th piece of ~4k characters)", "data")
-    shard_tokens: int = arg(100_000_000, "training tokens per shard (a killed preparation continues from its last whole shard)", "data")
+    tokenizer: str = arg(
+        "embedded", "embedded[:VOCAB], a tokenizer directory or a Hub id (training must use the same)", "data"
+    )
+    val_share: float = arg(
+        0.01, "share of each source's text held out for validation (every 1/share-th piece of ~4k characters)", "data"
+    )
+    shard_tokens: int = arg(
+        100_000_000, "training tokens per shard (a killed preparation continues from its last whole shard)", "data"
+    )
     workers: int | None = arg(None, "tokenizer processes", "data", shown="one per CPU core")
     overwrite: bool = arg(False, "replace a prepared dataset already in --out", "data")
     verify: bool = arg(False, "check the checksums of the prepared dataset in --out and exit", "data")
     progress: bool = arg(True, "draw a progress bar with tokens/s and time left", "data")
 
+
 def _prepare_command(cfg: PrepareConfig):
     if cfg.verify:
         print(f"{cfg.out}: {verify_prepared(cfg.out):,} tokens, every shard matches its checksum")
         return
-    if cfg.workers is not None and cfg.workers < 0: raise ValueError(f"--workers must be >= 0, got {cfg.workers}")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {cfg.workers}")
     t0 = time.time()
-    m = prepare(cfg.data, load_tokenizer(cfg.tokenizer), cfg.out, cfg.tokenizer, cfg.val_share, cfg.shard_tokens, cfg.workers,
-                cfg.progress and sys.stderr.isatty(), cfg.overwrite)
+    m = prepare(
+        cfg.data,
+        load_tokenizer(cfg.tokenizer),
+        cfg.out,
+        cfg.tokenizer,
+        cfg.val_share,
+        cfg.shard_tokens,
+        cfg.workers,
+        cfg.progress and sys.stderr.isatty(),
+        cfg.overwrite,
+    )
     train, val = (sum(s["tokens"] for s in m["splits"][k]) for k in ("train", "validation"))
-    print(f"prepared {cfg.out}: {train:,} training and {val:,} validation tokens in {len(m['splits']['train'])} shard(s), "
-          f"{(train + val) / max(time.time() - t0, 1e-9):,.0f} tokens/s; train on it with gpt3dev_train --data {cfg.out} "
-          f"--tokenizer {cfg.tokenizer}")
+    print(
+        f"prepared {cfg.out}: {train:,} training and {val:,} validation tokens in {len(m['splits']['train'])} shard(s), "
+        f"{(train + val) / max(time.time() - t0, 1e-9):,.0f} tokens/s; train on it with gpt3dev_train --data {cfg.out} "
+        f"--tokenizer {cfg.tokenizer}"
+    )
+
 
 def main(argv: list[str] | None = None) -> int:
     "`gpt3dev_prepare`: tokenize text once into shards the trainer memory-maps."
-    ap = CLIParser(prog="gpt3dev_prepare", description="Tokenize text into token shards that gpt3dev_train reads with --data FOLDER.")
+    ap = CLIParser(
+        prog="gpt3dev_prepare",
+        description="Tokenize text into token shards that gpt3dev_train reads with --data FOLDER.",
+    )
     return run_cli(ap, PrepareConfig, _prepare_command, argv)

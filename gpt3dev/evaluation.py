@@ -20,7 +20,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .core import CLIParser, cli_main, context_length, from_hub, get_device, get_dtype, load_pretrained, read_jsonl
+from gpt3dev.core import (
+    CLIParser,
+    cli_main,
+    context_length,
+    from_hub,
+    get_device,
+    get_dtype,
+    load_pretrained,
+    read_jsonl,
+)
 
 # %% auto #0
 __all__ = ['MMLU_CHOICES', 'TASKS', 'TASK_ALIASES', 'encode_pair', 'loglikelihood', 'hellaswag_preprocess', 'hellaswag_docs',
@@ -31,20 +40,24 @@ __all__ = ['MMLU_CHOICES', 'TASKS', 'TASK_ALIASES', 'encode_pair', 'loglikelihoo
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     "Token ids of `context` and of `continuation` as the model sees them after it."
     n = len(context) - len(context.rstrip())
-    if n: context, continuation = context[:-n], context[-n:] + continuation
+    if n:
+        context, continuation = context[:-n], context[-n:] + continuation
     whole = tokenizer(context + continuation, add_special_tokens=False).input_ids
     ctx = tokenizer(context, add_special_tokens=False).input_ids if context else []
-    cont = whole[len(ctx):]
+    cont = whole[len(ctx) :]
     if not ctx:
         prefix = tokenizer.eos_token_id if tokenizer.bos_token_id is None else tokenizer.bos_token_id
-        if prefix is None: raise ValueError("an empty context needs a tokenizer with a bos or eos token")
+        if prefix is None:
+            raise ValueError("an empty context needs a tokenizer with a bos or eos token")
         ctx = [prefix]
-    if not cont: raise ValueError(f"continuation {continuation!r} encodes to no tokens after context {context[-40:]!r}")
+    if not cont:
+        raise ValueError(f"continuation {continuation!r} encodes to no tokens after context {context[-40:]!r}")
     return ctx, cont
 
 # %% ../nbs/08_evaluation.ipynb #3534a670
 _logger = logging.getLogger("gpt3dev.evaluation")
 _said: set[str] = set()
+
 
 def _say_once(message: str):
     "Log `message` as a warning the first time it comes up in this process."
@@ -52,31 +65,43 @@ def _say_once(message: str):
         _said.add(message)
         _logger.warning(message)
 
+
 def _model_window(model, tokenizer, max_length=None) -> int:
-    if max_length: return int(max_length)
+    if max_length:
+        return int(max_length)
     return context_length(model) or min(getattr(tokenizer, "model_max_length", 2048), 2048)
+
 
 def _split_head(model):
     "`(body, head)` when the model's logits should be `head(body(...).last_hidden_state)`, else None."
     body = getattr(model, "base_model", None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if body is None or body is model or not isinstance(head, torch.nn.Linear): return None
+    if body is None or body is model or not isinstance(head, torch.nn.Linear):
+        return None
     return body, head
 
+
 def _cache_kwarg(body) -> str | None:
-    try: params = inspect.signature(body.forward).parameters
-    except (TypeError, ValueError): return None
-    if "position_ids" not in params: return None
+    try:
+        params = inspect.signature(body.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    if "position_ids" not in params:
+        return None
     return "cache" if "cache" in params else "past_key_values" if "past_key_values" in params else None
+
 
 def _no_sharing(model) -> str | None:
     "Why the shared-context path cannot serve `model` (its kind), or None when it can."
     split = _split_head(model)
-    if split is None: return f"{type(model).__name__} has no linear output head over a base model"
-    if _cache_kwarg(split[0]) is None: return f"{type(split[0]).__name__}.forward takes no position ids and KV cache"
+    if split is None:
+        return f"{type(model).__name__} has no linear output head over a base model"
+    if _cache_kwarg(split[0]) is None:
+        return f"{type(split[0]).__name__}.forward takes no position ids and KV cache"
     if getattr(model.config, "legacy_dense_decoding", False):
         return "this checkpoint decodes from its KV cache as the original project did, not as its full forward (legacy_dense_decoding)"
     return None
+
 
 def _token_scores(logits, targets):
     "Per row: log p(target), and whether target is the argmax of the log-softmax (the first index on a tie)."
@@ -84,76 +109,98 @@ def _token_scores(logits, targets):
     targets = targets.to(logp.device)
     return logp.gather(-1, targets[:, None])[:, 0].cpu(), (logp.argmax(-1) == targets).cpu()
 
+
 def _collect(scores, asked, logp, greedy):
     at = 0
     for key in asked:
         n = len(key[1])
-        scores[key] = (logp[at:at + n].sum().item(), bool(greedy[at:at + n].all()))
+        scores[key] = (logp[at : at + n].sum().item(), bool(greedy[at : at + n].all()))
         at += n
+
 
 def _pad(seqs, L, side, pad):
     ids, mask = torch.full((len(seqs), L), pad, dtype=torch.long), torch.zeros((len(seqs), L), dtype=torch.long)
     for r, s in enumerate(seqs):
         sl = slice(L - len(s), L) if side == "left" else slice(0, len(s))
-        ids[r, sl] = torch.tensor(s, dtype=torch.long); mask[r, sl] = 1
+        ids[r, sl] = torch.tensor(s, dtype=torch.long)
+        mask[r, sl] = 1
     return ids, mask
+
 
 def _score_plain(model, items, batch_size, side, pad, device, bar, split=None):
     "Each request's whole input (context + continuation[:-1]) through the model; with `split`, the head only where read."
     inputs = {}
-    for ctx, cont in items: inputs.setdefault(ctx + cont[:-1], set()).add((ctx, cont))
+    for ctx, cont in items:
+        inputs.setdefault(ctx + cont[:-1], set()).add((ctx, cont))
     order, scores = sorted(inputs, key=lambda t: (-len(t), t)), {}
     for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
+        batch = order[start : start + batch_size]
         ids, mask = _pad(batch, len(batch[0]), side, pad)
         kw = dict(attention_mask=mask.to(device), use_cache=False)
-        if side == "left": kw["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
+        if side == "left":
+            kw["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
         out = (split[0] if split else model)(ids.to(device), **kw)
         states = out.last_hidden_state if split else out.logits
         asked, rows = [], []
         for r, inp in enumerate(batch):
-            end = len(batch[0]) if side == "left" else len(inp)       # one past the row's last real position
+            end = len(batch[0]) if side == "left" else len(inp)  # one past the row's last real position
             for key in sorted(inputs[inp]):
-                asked.append(key); rows.append(states[r, end - len(key[1]):end])
+                asked.append(key)
+                rows.append(states[r, end - len(key[1]) : end])
         rows = torch.cat(rows)
         targets = torch.tensor([t for _, cont in asked for t in cont])
         _collect(scores, asked, *_token_scores(split[1](rows) if split else rows, targets))
         bar.update(len(asked))
     return scores
 
+
 def _score_shared(model, items, batch_size, pad, device, bar, window):
     "Each distinct context once (left-padded, KV cache on); its continuations from copies of its cache."
     body, head = _split_head(model)
     cache_kw = _cache_kwarg(body)
     conts = {}
-    for ctx, cont in items: conts.setdefault(ctx, set()).add(cont)
+    for ctx, cont in items:
+        conts.setdefault(ctx, set()).add(cont)
     order, scores = sorted(conts, key=lambda t: (-len(t), t)), {}
     for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
+        batch = order[start : start + batch_size]
         ids, mask = _pad(batch, len(batch[0]), "left", pad)
-        out = body(ids.to(device), attention_mask=mask.to(device), position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True)
+        out = body(
+            ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device),
+            use_cache=True,
+        )
         cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        last = out.last_hidden_state[:, -1]                            # predicts each continuation's first token
+        last = out.last_hidden_state[:, -1]  # predicts each continuation's first token
         asked = [(r, (ctx, cont)) for r, ctx in enumerate(batch) for cont in sorted(conts[ctx])]
-        rows = [last[r:r + 1] for r, _ in asked]
+        rows = [last[r : r + 1] for r, _ in asked]
         longer = [(i, r, key[1]) for i, (r, key) in enumerate(asked) if len(key[1]) > 1]
         if longer:
             idx = torch.tensor([r for _, r, _ in longer], device=device)
-            cache.reorder_cache(idx)                                   # one copy of its context's cache per continuation
+            cache.reorder_cache(idx)  # one copy of its context's cache per continuation
             xids, xmask = _pad([c[:-1] for *_, c in longer], max(len(c) - 1 for *_, c in longer), "right", pad)
             ctx_mask = mask.to(device).index_select(0, idx)
             pos = ctx_mask.sum(-1, keepdim=True) + torch.arange(xids.shape[1], device=device)
-            pos = pos.clamp(max=window - 1)      # padding after a short continuation: masked, but its position must exist
-            hx = body(xids.to(device), attention_mask=torch.cat([ctx_mask, xmask.to(device)], 1), position_ids=pos,
-                      use_cache=True, **{cache_kw: cache}).last_hidden_state
-            for j, (i, r, cont) in enumerate(longer): rows[i] = torch.cat([rows[i], hx[j, :len(cont) - 1]])
+            pos = pos.clamp(max=window - 1)  # padding after a short continuation: masked, but its position must exist
+            hx = body(
+                xids.to(device),
+                attention_mask=torch.cat([ctx_mask, xmask.to(device)], 1),
+                position_ids=pos,
+                use_cache=True,
+                **{cache_kw: cache},
+            ).last_hidden_state
+            for j, (i, r, cont) in enumerate(longer):
+                rows[i] = torch.cat([rows[i], hx[j, : len(cont) - 1]])
         targets = torch.tensor([t for _, (_, cont) in asked for t in cont])
         _collect(scores, [key for _, key in asked], *_token_scores(head(torch.cat(rows)), targets))
         bar.update(len(asked))
     return scores
 
+
 def _agree(a: dict, b: dict) -> bool:
     return all(abs(a[k][0] - b[k][0]) <= 1e-4 * max(1.0, abs(b[k][0])) and a[k][1] == b[k][1] for k in b)
+
 
 def _plan(model, items, pad, device, window, share_contexts: bool) -> tuple:
     "`(split, shared)`: the head split to use (or None) and whether to share contexts, each checked on a probe; says why not."
@@ -163,46 +210,74 @@ def _plan(model, items, pad, device, window, share_contexts: bool) -> tuple:
         with tqdm(disable=True) as quiet:
             full = _score_plain(model, probe, 1, "right", pad, device, quiet)
             if not _agree(_score_plain(model, probe, 1, "right", pad, device, quiet, split), full):
-                split, why = None, "its logits are not its output head applied to its base model's hidden states (checked on a probe)"
-            elif share_contexts and why is None and not _agree(_score_shared(model, probe, 2, pad, device, quiet, window), full):
+                split, why = (
+                    None,
+                    "its logits are not its output head applied to its base model's hidden states (checked on a probe)",
+                )
+            elif (
+                share_contexts
+                and why is None
+                and not _agree(_score_shared(model, probe, 2, pad, device, quiet, window), full)
+            ):
                 why = "its KV-cache computation disagreed with its full forward on a probe"
-    if share_contexts and why: _say_once(f"shared contexts not used for {type(model).__name__}: {why}; every request is scored in full")
+    if share_contexts and why:
+        _say_once(f"shared contexts not used for {type(model).__name__}: {why}; every request is scored in full")
     return split, share_contexts and why is None
 
+
 @torch.no_grad()
-def loglikelihood(model, tokenizer, requests, batch_size: int = 16, max_length: int | None = None,
-                  padding_side: str = "right", share_contexts: bool = True, progress: bool = False,
-                  desc: str = "log-likelihood") -> list[tuple[float, bool]]:
+def loglikelihood(
+    model,
+    tokenizer,
+    requests,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    padding_side: str = "right",
+    share_contexts: bool = True,
+    progress: bool = False,
+    desc: str = "log-likelihood",
+) -> list[tuple[float, bool]]:
     "`(sum log p(continuation | context), is_greedy)` for each `(context, continuation)` request."
-    if padding_side not in ("left", "right"): raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     window, device = _model_window(model, tokenizer, max_length), next(model.parameters()).device
-    items = []                                       # (context as the model sees it, continuation)
+    items = []  # (context as the model sees it, continuation)
     for context, continuation in requests:
         ctx, cont = encode_pair(tokenizer, context, continuation)
-        if len(cont) > window: raise ValueError(f"a continuation of {len(cont)} tokens does not fit the window of {window}")
-        full = (ctx + cont)[-(window + 1):]          # the harness's left truncation: the input is full[:-1]
-        items.append((tuple(full[:len(full) - len(cont)]), tuple(cont)))
-    if not items: return []
+        if len(cont) > window:
+            raise ValueError(f"a continuation of {len(cont)} tokens does not fit the window of {window}")
+        full = (ctx + cont)[-(window + 1) :]  # the harness's left truncation: the input is full[:-1]
+        items.append((tuple(full[: len(full) - len(cont)]), tuple(cont)))
+    if not items:
+        return []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     split, shared = _plan(model, items, pad, device, window, share_contexts)
     with tqdm(total=len(set(items)), desc=desc, unit="req", disable=not progress, leave=False) as bar:
-        scores = (_score_shared(model, items, batch_size, pad, device, bar, window) if shared
-                  else _score_plain(model, items, batch_size, padding_side, pad, device, bar, split))
+        scores = (
+            _score_shared(model, items, batch_size, pad, device, bar, window)
+            if shared
+            else _score_plain(model, items, batch_size, padding_side, pad, device, bar, split)
+        )
     return [scores[item] for item in items]
 
 # %% ../nbs/08_evaluation.ipynb #86a9cbd9
 _LAYOUT = "hellaswag/hellaswag_val.jsonl, lambada/lambada_test.jsonl and mmlu/test/, mmlu/dev/ as shared/data does"
 
+
 def _data_file(data_dir, *parts) -> Path:
     "The file `parts` inside `data_dir`, chosen by its name; a missing one is an error that names it."
     p = Path(data_dir).expanduser().joinpath(*parts)
-    if not p.is_file(): raise FileNotFoundError(f"{p} not found: --data-dir should hold {_LAYOUT}")
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found: --data-dir should hold {_LAYOUT}")
     return p
+
 
 def _jsonl(path: Path, limit: int | None = None) -> list[dict]:
     "The first `limit` rows (all with None) of a JSON Lines file; a bad line is an error naming file and line."
     return list(islice(read_jsonl(path), limit))
+
 
 def _from_hub(name: str, load):
     "`load()` a data set from the Hugging Face Hub; offline or unreachable, a one-line error that points to `--data-dir`."
@@ -215,6 +290,7 @@ def hellaswag_preprocess(text: str) -> str:
     text = re.sub(r"\[.*?\]", "", text)
     return text.replace("  ", " ")
 
+
 def _hellaswag_doc(row: dict, doc_id: int, where: str) -> dict:
     try:
         split = "ctx_a" in row and "ctx_b" in row
@@ -222,16 +298,29 @@ def _hellaswag_doc(row: dict, doc_id: int, where: str) -> dict:
         endings, gold = row["endings"], int(row["label"])
         query = hellaswag_preprocess(row["activity_label"] + ": " + ctx)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ValueError(f"{where}: not a HellaSwag row (needs activity_label, ctx_a and ctx_b (or ctx), endings, label): {e!r}") from None
-    if len(endings) != 4 or not 0 <= gold < 4: raise ValueError(f"{where}: expected 4 endings and a label in 0-3")
-    return {"doc_id": doc_id, "query": query, "choices": [hellaswag_preprocess(e) for e in endings], "gold": gold, "merged_ctx": not split}
+        raise ValueError(
+            f"{where}: not a HellaSwag row (needs activity_label, ctx_a and ctx_b (or ctx), endings, label): {e!r}"
+        ) from None
+    if len(endings) != 4 or not 0 <= gold < 4:
+        raise ValueError(f"{where}: expected 4 endings and a label in 0-3")
+    return {
+        "doc_id": doc_id,
+        "query": query,
+        "choices": [hellaswag_preprocess(e) for e in endings],
+        "gold": gold,
+        "merged_ctx": not split,
+    }
+
 
 def hellaswag_docs(data_dir=None, limit: int | None = None) -> list[dict]:
     "HellaSwag validation documents `{doc_id, query, choices, gold}`: `hellaswag/hellaswag_val.jsonl` in `data_dir`, else the Hub."
     if data_dir is None:
+
         def load():
             from datasets import load_dataset
+
             return load_dataset("Rowan/hellaswag", split="validation")
+
         rows, where = _from_hub("Rowan/hellaswag", load), "Rowan/hellaswag, row"
         rows = rows.select(range(min(limit, len(rows)))) if limit else rows
     else:
@@ -239,33 +328,40 @@ def hellaswag_docs(data_dir=None, limit: int | None = None) -> list[dict]:
         rows, where = _jsonl(path, limit), f"{path}, row"
     docs = [_hellaswag_doc(r, i, f"{where} {i + 1}") for i, r in enumerate(rows)]
     if any(d.pop("merged_ctx") for d in docs):
-        _say_once(f"{where.removesuffix(', row')} has rows with a merged ctx and no ctx_a/ctx_b: their query is activity_label + ': ' + ctx, "
-                  "so HellaSwag numbers from it are not comparable with lm-evaluation-harness's")
+        _say_once(
+            f"{where.removesuffix(', row')} has rows with a merged ctx and no ctx_a/ctx_b: their query is activity_label + ': ' + ctx, "
+            "so HellaSwag numbers from it are not comparable with lm-evaluation-harness's"
+        )
     return docs
 
 # %% ../nbs/08_evaluation.ipynb #8b54ad20
 def lambada_docs(data_dir=None, limit: int | None = None) -> list[dict]:
     "LAMBADA (OpenAI) test documents `{doc_id, context, target}`: `lambada/lambada_test.jsonl` in `data_dir`, else the Hub."
     if data_dir is None:
+
         def load():
             from datasets import load_dataset
+
             return load_dataset("EleutherAI/lambada_openai", "default", split="test")
+
         rows = _from_hub("EleutherAI/lambada_openai", load)
         texts = [r["text"] for r in (rows.select(range(min(limit, len(rows)))) if limit else rows)]
     else:
         path = _data_file(data_dir, "lambada", "lambada_test.jsonl")
         texts = []
         for i, r in enumerate(_jsonl(path, limit)):
-            if not isinstance(r.get("text"), str): raise ValueError(f"{path}, row {i + 1}: no 'text' field")
+            if not isinstance(r.get("text"), str):
+                raise ValueError(f"{path}, row {i + 1}: no 'text' field")
             texts.append(r["text"])
     docs = []
     for i, t in enumerate(texts):
-        context, _, word = t.rpartition(" ")          # the harness: text.split(' ')[:-1] joined, and ' ' + the last piece
+        context, _, word = t.rpartition(" ")  # the harness: text.split(' ')[:-1] joined, and ' ' + the last piece
         docs.append({"doc_id": i, "context": context, "target": " " + word})
     return docs
 
 # %% ../nbs/08_evaluation.ipynb #587414c2
 MMLU_CHOICES = ("A", "B", "C", "D")
+
 
 def _mmlu_csv(path: Path) -> list[dict]:
     rows = []
@@ -276,26 +372,47 @@ def _mmlu_csv(path: Path) -> list[dict]:
             rows.append({"question": r[0], "choices": r[1:5], "answer": MMLU_CHOICES.index(r[5].strip())})
     return rows
 
+
 def mmlu_docs(data_dir=None, subjects: list[str] | None = None) -> dict[str, dict]:
     "`{subject: {'test': rows, 'dev': rows}}` for MMLU: `mmlu/test/<subject>_test.csv` and `mmlu/dev/…` in `data_dir`, else the Hub."
     if data_dir is None:
+
         def load():
             from datasets import get_dataset_config_names, load_dataset
-            names = subjects or [s for s in get_dataset_config_names("cais/mmlu") if s not in ("all", "auxiliary_train")]
-            return {s: {split: [dict(question=r["question"], choices=r["choices"], answer=int(r["answer"]))
-                                for r in load_dataset("cais/mmlu", s, split=split)] for split in ("test", "dev")} for s in names}
+
+            names = subjects or [
+                s for s in get_dataset_config_names("cais/mmlu") if s not in ("all", "auxiliary_train")
+            ]
+            return {
+                s: {
+                    split: [
+                        dict(question=r["question"], choices=r["choices"], answer=int(r["answer"]))
+                        for r in load_dataset("cais/mmlu", s, split=split)
+                    ]
+                    for split in ("test", "dev")
+                }
+                for s in names
+            }
+
         return _from_hub("cais/mmlu", load)
     folder = Path(data_dir).expanduser() / "mmlu" / "test"
     tests = sorted(p.name.removesuffix("_test.csv") for p in folder.glob("*_test.csv"))
-    if not tests: raise FileNotFoundError(f"no <subject>_test.csv files in {folder}: --data-dir should hold {_LAYOUT}")
+    if not tests:
+        raise FileNotFoundError(f"no <subject>_test.csv files in {folder}: --data-dir should hold {_LAYOUT}")
     names = subjects or tests
     unknown = [s for s in names if s not in tests]
-    if unknown: raise ValueError(f"unknown MMLU subject(s) {unknown}; available: {tests}")
-    return {s: {split: _mmlu_csv(_data_file(data_dir, "mmlu", split, f"{s}_{split}.csv")) for split in ("test", "dev")} for s in names}
+    if unknown:
+        raise ValueError(f"unknown MMLU subject(s) {unknown}; available: {tests}")
+    return {
+        s: {split: _mmlu_csv(_data_file(data_dir, "mmlu", split, f"{s}_{split}.csv")) for split in ("test", "dev")}
+        for s in names
+    }
+
 
 def _mmlu_question(row: dict) -> str:
     lines = [row["question"].strip()] + [f"{l}. {c}" for l, c in zip(MMLU_CHOICES, row["choices"])]
     return "\n".join(lines) + "\nAnswer:"
+
 
 def mmlu_prompt(subject: str, row: dict, shots: list[dict]) -> str:
     "The harness's k-shot prompt for `row`; the model then scores ' A' … ' D'."
@@ -308,9 +425,11 @@ def hellaswag_requests(doc: dict) -> list[tuple[str, str]]:
     "The harness's requests for a HellaSwag document: its query, then each ending after a space."
     return [(doc["query"], " " + c) for c in doc["choices"]]
 
+
 def lambada_requests(doc: dict) -> list[tuple[str, str]]:
     "The harness's one request for a LAMBADA document: the passage without its last word, then ' ' + that word."
     return [(doc["context"], doc["target"])]
+
 
 def mmlu_requests(subject: str, row: dict, shots: list[dict]) -> list[tuple[str, str]]:
     "The harness's requests for an MMLU question: its k-shot prompt, then ' A' … ' D'."
@@ -318,29 +437,42 @@ def mmlu_requests(subject: str, row: dict, shots: list[dict]) -> list[tuple[str,
     return [(prompt, " " + letter) for letter in MMLU_CHOICES]
 
 # %% ../nbs/08_evaluation.ipynb #d2c0cbfc
-def _argmax(xs) -> int: return max(range(len(xs)), key=lambda i: (xs[i], -i))   # the first of equal maxima, as np.argmax
+def _argmax(xs) -> int:
+    return max(range(len(xs)), key=lambda i: (xs[i], -i))  # the first of equal maxima, as np.argmax
 
-def _mean(xs) -> float: return sum(xs) / len(xs)
+
+def _mean(xs) -> float:
+    return sum(xs) / len(xs)
+
 
 def _stderr(xs) -> float | None:
     "Standard error of the mean, from the sample standard deviation (the harness's `mean_stderr`); None below two values."
-    if len(xs) < 2: return None
+    if len(xs) < 2:
+        return None
     mu = _mean(xs)
     return math.sqrt(sum((x - mu) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
 
-def _metric(name: str, xs) -> dict: return {name: _mean(xs), f"{name}_stderr": _stderr(xs)}
+
+def _metric(name: str, xs) -> dict:
+    return {name: _mean(xs), f"{name}_stderr": _stderr(xs)}
+
 
 def _sample(task, doc_id, target, requests, results, **metrics) -> dict:
     "One `--log-samples` row: the document, each request as the model was asked it and what came back, its metrics."
-    reqs = [{"context": c, "continuation": x, "loglikelihood": ll, "is_greedy": g} for (c, x), (ll, g) in zip(requests, results)]
+    reqs = [
+        {"context": c, "continuation": x, "loglikelihood": ll, "is_greedy": g}
+        for (c, x), (ll, g) in zip(requests, results)
+    ]
     return {"task": task, "doc_id": doc_id, "target": target, "requests": reqs, **metrics}
+
 
 def _choose(task, doc_id, gold, requests, results, lengths, log) -> tuple[float, float]:
     "Accuracy and length-normalised accuracy of one multiple-choice document; its sample row into `log`."
     lls = [ll for ll, _ in results]
     acc = float(_argmax(lls) == gold)
     acc_norm = float(_argmax([ll / n for ll, n in zip(lls, lengths)]) == gold)
-    if log is not None: log.append(_sample(task, doc_id, str(gold), requests, results, acc=acc, acc_norm=acc_norm))
+    if log is not None:
+        log.append(_sample(task, doc_id, str(gold), requests, results, acc=acc, acc_norm=acc_norm))
     return acc, acc_norm
 
 # %% ../nbs/08_evaluation.ipynb #5a1c0e0b
@@ -350,170 +482,336 @@ def eval_hellaswag(model, tokenizer, docs: list[dict], log: list | None = None, 
     res = loglikelihood(model, tokenizer, [r for rs in reqs for r in rs], desc="hellaswag", **kw)
     acc, acc_norm, at = [], [], 0
     for d, rs in zip(docs, reqs):
-        a, b = _choose("hellaswag", d["doc_id"], d["gold"], rs, res[at:at + len(rs)], [len(c) for c in d["choices"]], log)
-        acc.append(a); acc_norm.append(b); at += len(rs)
+        a, b = _choose(
+            "hellaswag", d["doc_id"], d["gold"], rs, res[at : at + len(rs)], [len(c) for c in d["choices"]], log
+        )
+        acc.append(a)
+        acc_norm.append(b)
+        at += len(rs)
     return {**_metric("acc", acc), **_metric("acc_norm", acc_norm), "n": len(docs)}
+
 
 def eval_lambada(model, tokenizer, docs: list[dict], log: list | None = None, **kw) -> dict:
     "LAMBADA `acc` (every token of the last word greedy) and `perplexity` (exp of the mean negative log-likelihood)."
     res = loglikelihood(model, tokenizer, [r for d in docs for r in lambada_requests(d)], desc="lambada_openai", **kw)
     if log is not None:
         for d, (ll, greedy) in zip(docs, res):
-            log.append(_sample("lambada_openai", d["doc_id"], d["target"], lambada_requests(d), [(ll, greedy)], acc=float(greedy), perplexity=ll))
-    return {**_metric("acc", [float(g) for _, g in res]), "perplexity": math.exp(-_mean([ll for ll, _ in res])),
-            "perplexity_stderr": None, "n": len(docs)}
+            log.append(
+                _sample(
+                    "lambada_openai",
+                    d["doc_id"],
+                    d["target"],
+                    lambada_requests(d),
+                    [(ll, greedy)],
+                    acc=float(greedy),
+                    perplexity=ll,
+                )
+            )
+    return {
+        **_metric("acc", [float(g) for _, g in res]),
+        "perplexity": math.exp(-_mean([ll for ll, _ in res])),
+        "perplexity_stderr": None,
+        "n": len(docs),
+    }
+
 
 def eval_mmlu(model, tokenizer, subjects: dict, num_fewshot: int = 0, log: list | None = None, **kw) -> dict:
     "MMLU `acc` over all questions of `subjects` (and per subject), with `num_fewshot` solved dev examples before each."
-    if not 0 <= num_fewshot <= 5: raise ValueError(f"MMLU num_fewshot must be 0-5 (the dev split has 5 per subject), got {num_fewshot}")
-    asked = [(s, i, row, mmlu_requests(s, row, data["dev"][:num_fewshot])) for s, data in subjects.items() for i, row in enumerate(data["test"])]
+    if not 0 <= num_fewshot <= 5:
+        raise ValueError(f"MMLU num_fewshot must be 0-5 (the dev split has 5 per subject), got {num_fewshot}")
+    asked = [
+        (s, i, row, mmlu_requests(s, row, data["dev"][:num_fewshot]))
+        for s, data in subjects.items()
+        for i, row in enumerate(data["test"])
+    ]
     res = loglikelihood(model, tokenizer, [r for *_, rs in asked for r in rs], desc="mmlu", **kw)
     per, at = {s: [] for s in subjects}, 0
     for s, i, row, rs in asked:
-        per[s].append(_choose(f"mmlu_{s}", i, row["answer"], rs, res[at:at + len(rs)], [1] * len(rs), log)[0]); at += len(rs)
+        per[s].append(_choose(f"mmlu_{s}", i, row["answer"], rs, res[at : at + len(rs)], [1] * len(rs), log)[0])
+        at += len(rs)
     every = [a for accs in per.values() for a in accs]
-    return {**_metric("acc", every), "n": len(every), "num_fewshot": num_fewshot,
-            "subjects": {s: {**_metric("acc", accs), "n": len(accs)} for s, accs in per.items()}}
+    return {
+        **_metric("acc", every),
+        "n": len(every),
+        "num_fewshot": num_fewshot,
+        "subjects": {s: {**_metric("acc", accs), "n": len(accs)} for s, accs in per.items()},
+    }
 
 # %% ../nbs/08_evaluation.ipynb #f1950287
 TASKS = ("hellaswag", "lambada_openai", "mmlu")
-TASK_ALIASES = {"lambada": "lambada_openai"}      # the name gpt3dev used before it took the harness's
+TASK_ALIASES = {"lambada": "lambada_openai"}  # the name gpt3dev used before it took the harness's
+
 
 def _resolve(tasks, mmlu_subjects=None) -> tuple[list[tuple[str, str]], list[str] | None]:
     "`[(result key, task)]` and the MMLU subjects for harness task names (`mmlu_<subject>` is one subject)."
     out, subjects, whole = [], list(mmlu_subjects or []), False
     for name in [tasks] if isinstance(tasks, str) else list(tasks):
         task = TASK_ALIASES.get(name, name)
-        if task.startswith("mmlu_"): subjects.append(task.removeprefix("mmlu_")); name = task = "mmlu"
-        elif task == "mmlu": whole = True
-        if task not in TASKS: raise ValueError(f"unknown task {name!r}: choose from {', '.join(TASKS)}, mmlu_<subject> (or lambada)")
-        if name not in dict(out): out.append((name, task))
+        if task.startswith("mmlu_"):
+            subjects.append(task.removeprefix("mmlu_"))
+            name = task = "mmlu"
+        elif task == "mmlu":
+            whole = True
+        if task not in TASKS:
+            raise ValueError(f"unknown task {name!r}: choose from {', '.join(TASKS)}, mmlu_<subject> (or lambada)")
+        if name not in dict(out):
+            out.append((name, task))
     return out, None if (whole and not mmlu_subjects) or not subjects else list(dict.fromkeys(subjects))
+
 
 def task_docs(task: str, data_dir=None, limit: int | None = None, mmlu_subjects: list[str] | None = None):
     "The documents of `task` (one of `TASKS`), in the form its `eval_*` function takes; `limit` is per subject for MMLU."
-    if task == "hellaswag": return hellaswag_docs(data_dir, limit)
-    if task == "lambada_openai": return lambada_docs(data_dir, limit)
+    if task == "hellaswag":
+        return hellaswag_docs(data_dir, limit)
+    if task == "lambada_openai":
+        return lambada_docs(data_dir, limit)
     subjects = mmlu_docs(data_dir, mmlu_subjects)
     return {s: {**d, "test": d["test"][:limit]} for s, d in subjects.items()} if limit else subjects
 
-def evaluate(model, tokenizer, tasks=TASKS, *, data_dir=None, limit: int | None = None, num_fewshot: int = 0,
-             mmlu_subjects: list[str] | None = None, batch_size: int = 16, max_length: int | None = None,
-             padding_side: str = "right", share_contexts: bool = True, log_samples: bool = False, progress: bool = False,
-             docs: dict | None = None) -> dict:
+
+def evaluate(
+    model,
+    tokenizer,
+    tasks=TASKS,
+    *,
+    data_dir=None,
+    limit: int | None = None,
+    num_fewshot: int = 0,
+    mmlu_subjects: list[str] | None = None,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    padding_side: str = "right",
+    share_contexts: bool = True,
+    log_samples: bool = False,
+    progress: bool = False,
+    docs: dict | None = None,
+) -> dict:
     "Score `model` on `tasks` (lm-evaluation-harness names, see `TASKS`); metrics per task, the settings, and with `log_samples` every request."
     names, subjects = _resolve(tasks, mmlu_subjects)
-    kw = dict(batch_size=batch_size, max_length=max_length, padding_side=padding_side, share_contexts=share_contexts, progress=progress)
+    kw = dict(
+        batch_size=batch_size,
+        max_length=max_length,
+        padding_side=padding_side,
+        share_contexts=share_contexts,
+        progress=progress,
+    )
     log = [] if log_samples else None
     results, t0, was_training = {}, time.time(), model.training
     model.eval()
     try:
         for key, task in names:
             d = (docs or {}).get(task) or task_docs(task, data_dir, limit, subjects)
-            if task == "hellaswag": results[key] = eval_hellaswag(model, tokenizer, d, log, **kw)
-            elif task == "lambada_openai": results[key] = eval_lambada(model, tokenizer, d, log, **kw)
-            else: results[key] = eval_mmlu(model, tokenizer, d, num_fewshot, log, **kw)
+            if task == "hellaswag":
+                results[key] = eval_hellaswag(model, tokenizer, d, log, **kw)
+            elif task == "lambada_openai":
+                results[key] = eval_lambada(model, tokenizer, d, log, **kw)
+            else:
+                results[key] = eval_mmlu(model, tokenizer, d, num_fewshot, log, **kw)
     finally:
         model.train(was_training)
-    results["settings"] = {"tasks": [k for k, _ in names], "limit": limit, "num_fewshot": num_fewshot, "batch_size": batch_size,
-                           "max_length": _model_window(model, tokenizer, max_length), "padding_side": padding_side,
-                           "share_contexts": share_contexts, "shared_contexts_unavailable": _no_sharing(model),
-                           "data": str(data_dir) if data_dir else "huggingface hub", "seconds": round(time.time() - t0, 2)}
-    if log is not None: results["samples"] = log
+    results["settings"] = {
+        "tasks": [k for k, _ in names],
+        "limit": limit,
+        "num_fewshot": num_fewshot,
+        "batch_size": batch_size,
+        "max_length": _model_window(model, tokenizer, max_length),
+        "padding_side": padding_side,
+        "share_contexts": share_contexts,
+        "shared_contexts_unavailable": _no_sharing(model),
+        "data": str(data_dir) if data_dir else "huggingface hub",
+        "seconds": round(time.time() - t0, 2),
+    }
+    if log is not None:
+        results["samples"] = log
     return results
 
 # %% ../nbs/08_evaluation.ipynb #5a1c0e12
 _HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "perplexity": False}
 
+
 def _number(v) -> str:
     "`%.4f` as the harness prints; values of a million or more in 4-digit scientific notation; no value as N/A."
-    if v is None: return "N/A"
+    if v is None:
+        return "N/A"
     return f"{v:.4f}" if abs(v) < 1e6 else f"{v:.4e}"
+
 
 def format_results(results: dict) -> str:
     "A markdown table of `results` in lm-evaluation-harness's layout: task, n-shot, metric, value ± stderr."
     rows = [("Tasks", "n-shot", "Metric", "", "Value", "", "Stderr")]
     for key, r in results.items():
-        if key in ("settings", "samples"): continue
+        if key in ("settings", "samples"):
+            continue
         shots = str(r.get("num_fewshot", 0))
         for name, m in [(key, r)] + [(f" - {s}", v) for s, v in r.get("subjects", {}).items()]:
             for j, metric in enumerate(k for k in sorted(m) if k in _HIGHER_IS_BETTER):
                 arrow = "↑" if _HIGHER_IS_BETTER[metric] else "↓"
-                rows.append((name if j == 0 else "", shots, metric, arrow, _number(m[metric]), "±", _number(m.get(f"{metric}_stderr"))))
+                rows.append(
+                    (
+                        name if j == 0 else "",
+                        shots,
+                        metric,
+                        arrow,
+                        _number(m[metric]),
+                        "±",
+                        _number(m.get(f"{metric}_stderr")),
+                    )
+                )
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    line = lambda row: "|" + "|".join(f" {v.rjust(w) if c in (4, 6) else v.ljust(w)} " for c, (v, w) in enumerate(zip(row, widths))) + "|"
+    line = lambda row: (
+        "|"
+        + "|".join(f" {v.rjust(w) if c in (4, 6) else v.ljust(w)} " for c, (v, w) in enumerate(zip(row, widths)))
+        + "|"
+    )
     rule = "|" + "|".join("-" * (w + 1) + (":" if c in (4, 6) else "-") for c, w in enumerate(widths)) + "|"
     return "\n".join([line(rows[0]), rule] + [line(row) for row in rows[1:]])
 
 # %% ../nbs/08_evaluation.ipynb #9e43088f
 def parser() -> argparse.ArgumentParser:
     "The argument parser of `gpt3dev_eval`: every flag with one line of help and its default."
-    ap = CLIParser(prog="gpt3dev_eval", description="Score a causal LM on HellaSwag, LAMBADA and MMLU as "
-                   "lm-evaluation-harness 0.4 does: the same requests, log-likelihoods and metrics.")
+    ap = CLIParser(
+        prog="gpt3dev_eval",
+        description="Score a causal LM on HellaSwag, LAMBADA and MMLU as "
+        "lm-evaluation-harness 0.4 does: the same requests, log-likelihoods and metrics.",
+    )
     m = ap.add_argument_group("model")
-    m.add_argument("--model", required=True, help="checkpoint directory or Hub id: a gpt3dev checkpoint or any causal LM")
-    m.add_argument("--trust-remote-code", action="store_true", help="let transformers run modeling code shipped with the checkpoint")
+    m.add_argument(
+        "--model", required=True, help="checkpoint directory or Hub id: a gpt3dev checkpoint or any causal LM"
+    )
+    m.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers run modeling code shipped with the checkpoint",
+    )
     t = ap.add_argument_group("tasks")
-    t.add_argument("--tasks", help="comma-separated lm-evaluation-harness task names: hellaswag, lambada_openai, mmlu, mmlu_<subject>").shown = "all three"
-    for flag, what in (("hellaswag", "hellaswag"), ("lambada", "lambada_openai (results under 'lambada')"), ("mmlu", "mmlu")):
-        t.add_argument(f"--run-{flag}", action="store_true", help=f"the original eval.py's flag: add {what} to the tasks")
+    t.add_argument(
+        "--tasks",
+        help="comma-separated lm-evaluation-harness task names: hellaswag, lambada_openai, mmlu, mmlu_<subject>",
+    ).shown = "all three"
+    for flag, what in (
+        ("hellaswag", "hellaswag"),
+        ("lambada", "lambada_openai (results under 'lambada')"),
+        ("mmlu", "mmlu"),
+    ):
+        t.add_argument(
+            f"--run-{flag}", action="store_true", help=f"the original eval.py's flag: add {what} to the tasks"
+        )
     t.add_argument("--mmlu-tasks", help="comma-separated MMLU subjects, e.g. anatomy,virology").shown = "all 57"
-    t.add_argument("--num-fewshot", type=int, default=0, help="MMLU solved dev examples before each question, 0-5 "
-                   "(0 is lm_eval --tasks mmlu's setting, 5 the MMLU paper's)")
-    t.add_argument("--limit", type=int, help="score the first N documents of each task, of each subject for MMLU").shown = "all"
+    t.add_argument(
+        "--num-fewshot",
+        type=int,
+        default=0,
+        help="MMLU solved dev examples before each question, 0-5 "
+        "(0 is lm_eval --tasks mmlu's setting, 5 the MMLU paper's)",
+    )
+    t.add_argument(
+        "--limit", type=int, help="score the first N documents of each task, of each subject for MMLU"
+    ).shown = "all"
     d = ap.add_argument_group("data")
     d.add_argument("--data-dir", help=f"local data: {_LAYOUT}").shown = "the Hugging Face Hub"
     e = ap.add_argument_group("evaluation")
     e.add_argument("--batch-size", type=int, default=16, help="requests, or shared contexts, per forward pass")
-    e.add_argument("--block-size", type=int, help="context window in tokens; longer prompts are cut from the left as the harness does").shown = "the model's"
-    e.add_argument("--shared-contexts", action=argparse.BooleanOptionalAction, default=True,
-                   help="score each distinct context once and its continuations from its KV cache (--no-shared-contexts: every request in full)")
+    e.add_argument(
+        "--block-size",
+        type=int,
+        help="context window in tokens; longer prompts are cut from the left as the harness does",
+    ).shown = "the model's"
+    e.add_argument(
+        "--shared-contexts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="score each distinct context once and its continuations from its KV cache (--no-shared-contexts: every request in full)",
+    )
     p = ap.add_argument_group("device and precision")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on a bf16-capable GPU, else fp32), fp32, bf16 or fp16")
     o = ap.add_argument_group("output")
     o.add_argument("--output", help="write every metric and the settings to this JSON file")
-    o.add_argument("--log-samples", help="write one JSON line per document (its requests with log-likelihoods and greedy flags) to this file")
-    o.add_argument("--overwrite", action="store_true", help="let --output and --log-samples replace files that exist (without it: refused before the run)")
+    o.add_argument(
+        "--log-samples",
+        help="write one JSON line per document (its requests with log-likelihoods and greedy flags) to this file",
+    )
+    o.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --output and --log-samples replace files that exist (without it: refused before the run)",
+    )
     return ap
 
+
 def _shots_note(k: int) -> str:
-    if k == 0: return "MMLU: 0-shot, lm-evaluation-harness's default for mmlu (--num-fewshot 5 gives the MMLU paper's setting)"
+    if k == 0:
+        return "MMLU: 0-shot, lm-evaluation-harness's default for mmlu (--num-fewshot 5 gives the MMLU paper's setting)"
     return f"MMLU: {k}-shot" + (", the MMLU paper's setting" if k == 5 else "") + " (lm_eval --tasks mmlu is 0-shot)"
+
 
 def _run(args) -> int:
     "The body of `gpt3dev_eval`: read the data, load the model, score, print the table, write the files."
     names = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
-    names += [t for t in ("hellaswag", "lambada", "mmlu") if getattr(args, f"run_{t}")]   # results under the original names
-    if args.limit is not None and args.limit < 1: raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    if args.batch_size < 1: raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    get_dtype(args.dtype, get_device(args.device))             # a device or dtype this machine lacks, said before anything loads
-    for flag, path in (("--output", args.output), ("--log-samples", args.log_samples)):    # before the run: its scores are not lost to a bad name
-        if path and Path(path).is_dir(): raise ValueError(f"{flag} {path} is a directory: give a file name")
-        if path and not Path(path).expanduser().resolve().parent.is_dir(): raise ValueError(f"{flag} {path}: its folder does not exist")
+    names += [
+        t for t in ("hellaswag", "lambada", "mmlu") if getattr(args, f"run_{t}")
+    ]  # results under the original names
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    get_dtype(args.dtype, get_device(args.device))  # a device or dtype this machine lacks, said before anything loads
+    for flag, path in (
+        ("--output", args.output),
+        ("--log-samples", args.log_samples),
+    ):  # before the run: its scores are not lost to a bad name
+        if path and Path(path).is_dir():
+            raise ValueError(f"{flag} {path} is a directory: give a file name")
+        if path and not Path(path).expanduser().resolve().parent.is_dir():
+            raise ValueError(f"{flag} {path}: its folder does not exist")
         if path and Path(path).exists() and not args.overwrite:
             raise ValueError(f"{flag} {path} already exists: replace it with --overwrite, or choose another file")
-    if args.output and args.log_samples and Path(args.output).expanduser().resolve() == Path(args.log_samples).expanduser().resolve():
+    if (
+        args.output
+        and args.log_samples
+        and Path(args.output).expanduser().resolve() == Path(args.log_samples).expanduser().resolve()
+    ):
         raise ValueError(f"--output and --log-samples name the same file ({args.output}): give each its own")
-    if not 0 <= args.num_fewshot <= 5: raise ValueError(f"MMLU num_fewshot must be 0-5 (the dev split has 5 per subject), got {args.num_fewshot}")
+    if not 0 <= args.num_fewshot <= 5:
+        raise ValueError(f"MMLU num_fewshot must be 0-5 (the dev split has 5 per subject), got {args.num_fewshot}")
     subjects = [s.strip() for s in args.mmlu_tasks.split(",") if s.strip()] if args.mmlu_tasks else None
     pairs, subjects = _resolve(names or TASKS, subjects)
-    docs = {task: task_docs(task, args.data_dir, args.limit, subjects) for _, task in pairs}   # the data first: fail before loading a model
+    docs = {
+        task: task_docs(task, args.data_dir, args.limit, subjects) for _, task in pairs
+    }  # the data first: fail before loading a model
     model, tokenizer = load_pretrained(args.model, args.device, args.dtype, args.trust_remote_code)
-    res = evaluate(model, tokenizer, [k for k, _ in pairs], data_dir=args.data_dir, limit=args.limit, num_fewshot=args.num_fewshot,
-                   mmlu_subjects=subjects, batch_size=args.batch_size, max_length=args.block_size, share_contexts=args.shared_contexts,
-                   log_samples=bool(args.log_samples), progress=sys.stderr.isatty(), docs=docs)
+    res = evaluate(
+        model,
+        tokenizer,
+        [k for k, _ in pairs],
+        data_dir=args.data_dir,
+        limit=args.limit,
+        num_fewshot=args.num_fewshot,
+        mmlu_subjects=subjects,
+        batch_size=args.batch_size,
+        max_length=args.block_size,
+        share_contexts=args.shared_contexts,
+        log_samples=bool(args.log_samples),
+        progress=sys.stderr.isatty(),
+        docs=docs,
+    )
     samples = res.pop("samples", None)
     s = res["settings"]
     s["model"] = args.model
-    print(f"gpt3dev_eval ({args.model}), limit: {args.limit}, num_fewshot: {args.num_fewshot}, batch_size: {args.batch_size}, "
-          f"window: {s['max_length']}, {s['seconds']:.1f} s")
+    print(
+        f"gpt3dev_eval ({args.model}), limit: {args.limit}, num_fewshot: {args.num_fewshot}, batch_size: {args.batch_size}, "
+        f"window: {s['max_length']}, {s['seconds']:.1f} s"
+    )
     print(format_results(res))
-    if "mmlu" in dict(pairs).values(): print(_shots_note(args.num_fewshot))
-    if args.output: Path(args.output).write_text(json.dumps(res, indent=2))
+    if "mmlu" in dict(pairs).values():
+        print(_shots_note(args.num_fewshot))
+    if args.output:
+        Path(args.output).write_text(json.dumps(res, indent=2))
     if args.log_samples:
-        with open(args.log_samples, "w", encoding="utf-8") as f: f.writelines(json.dumps(row) + "\n" for row in samples)
+        with open(args.log_samples, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in samples)
     return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `gpt3dev_eval`: 0 on success, 2 for bad input (one line on stderr)."

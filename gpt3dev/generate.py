@@ -21,51 +21,81 @@ __all__ = ['SamplingConfig', 'encode_prompt', 'generate_ids', 'generate_text', '
 @dataclass
 class SamplingConfig:
     "How to pick each next token."
+
     max_new_tokens: int = arg(100, "tokens to generate", "sampling")
     temperature: float = arg(1.0, "divide the logits by this before sampling (0: greedy decoding)", "sampling")
     top_k: int = arg(0, "sample among the k most likely tokens (0: no top-k filter)", "sampling")
-    top_p: float = arg(1.0, "sample among the most likely tokens whose probabilities add up to p (1: no nucleus filter)", "sampling")
+    top_p: float = arg(
+        1.0, "sample among the most likely tokens whose probabilities add up to p (1: no nucleus filter)", "sampling"
+    )
     repetition_penalty: float = arg(1.0, "above 1 discourages tokens already present", "sampling")
     no_repeat_ngram_size: int = arg(0, "forbid repeating any n-gram of this size (0: no such rule)", "sampling")
     num_return_sequences: int = arg(1, "sequences to generate from the prompt", "sampling")
     seed: int | None = arg(None, "seed of the sampling generator", "sampling", shown="unseeded")
 
-    def __post_init__(self): self.check()
+    def __post_init__(self):
+        self.check()
 
     def check(self):
         "Raise a `ValueError` naming the setting if a value is out of range."
-        if self.max_new_tokens < 1: raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0: raise ValueError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
-        if self.top_k < 0: raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
-        if not 0 < self.top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty <= 0: raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.no_repeat_ngram_size < 0: raise ValueError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
-        if self.num_return_sequences < 1: raise ValueError(f"num_return_sequences must be >= 1, got {self.num_return_sequences}")
-        if self.seed is not None and self.seed < 0: raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
+        if self.num_return_sequences < 1:
+            raise ValueError(f"num_return_sequences must be >= 1, got {self.num_return_sequences}")
+        if self.seed is not None and self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
     def generate_kwargs(self) -> dict:
         "The arguments of transformers' `generate` for these settings."
-        kw = dict(max_new_tokens=self.max_new_tokens, num_return_sequences=self.num_return_sequences,
-                  repetition_penalty=self.repetition_penalty, no_repeat_ngram_size=self.no_repeat_ngram_size)
-        if self.temperature == 0: return {**kw, "do_sample": False}
-        return {**kw, "do_sample": True, "temperature": self.temperature, "top_k": self.top_k or None, "top_p": self.top_p}
+        kw = dict(
+            max_new_tokens=self.max_new_tokens,
+            num_return_sequences=self.num_return_sequences,
+            repetition_penalty=self.repetition_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+        )
+        if self.temperature == 0:
+            return {**kw, "do_sample": False}
+        return {
+            **kw,
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_k": self.top_k or None,
+            "top_p": self.top_p,
+        }
 
 # %% ../nbs/09_generate.ipynb #712cf82c
 class _CallbackStreamer(TextStreamer):
     "transformers' streamer, handing finished pieces of text to a callback instead of printing them."
+
     def __init__(self, tokenizer, callback):
         super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.callback = callback
+
     def on_finalized_text(self, text: str, stream_end: bool = False):
         "Hand a finished piece of text to the callback."
-        if text: self.callback(text)
+        if text:
+            self.callback(text)
+
 
 def encode_prompt(tokenizer, prompt: str | list[dict], chat: bool = False) -> torch.Tensor:
     "Token ids [1, T] of `prompt`; with `chat`, of a user turn (or of a whole conversation, a list of messages) in the chat template."
     if isinstance(prompt, list):
-        if not chat: raise ValueError("a list of messages needs chat=True")
-        if not prompt or not prompt[-1].get("content", "").strip(): raise ValueError("the prompt is empty")
-    elif not prompt or not prompt.strip(): raise ValueError("the prompt is empty")
+        if not chat:
+            raise ValueError("a list of messages needs chat=True")
+        if not prompt or not prompt[-1].get("content", "").strip():
+            raise ValueError("the prompt is empty")
+    elif not prompt or not prompt.strip():
+        raise ValueError("the prompt is empty")
     if chat:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("this tokenizer has no chat template: --chat needs a chat (fine-tuned) model")
@@ -74,26 +104,46 @@ def encode_prompt(tokenizer, prompt: str | list[dict], chat: bool = False) -> to
         return torch.tensor([ids])
     return tokenizer(prompt, return_tensors="pt").input_ids
 
+
 @torch.no_grad()
-def generate_ids(model, tokenizer, prompt: str | list[dict], settings: SamplingConfig, chat: bool = False, **extra) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_ids(
+    model, tokenizer, prompt: str | list[dict], settings: SamplingConfig, chat: bool = False, **extra
+) -> tuple[torch.Tensor, torch.Tensor]:
     "`(prompt ids, generated sequences)`: `prompt` encoded, checked against the model's context, and sampled as `settings` say; `extra` goes to `generate` (a streamer, logits processors)."
     ids = encode_prompt(tokenizer, prompt, chat).to(next(model.parameters()).device)
     n_ctx = context_length(model)
     if n_ctx is not None and ids.shape[1] + settings.max_new_tokens > n_ctx:
-        raise ValueError(f"the prompt has {ids.shape[1]} token{'s' * (ids.shape[1] != 1)}; with {settings.max_new_tokens} new tokens that exceeds the "
-                         f"model's context of {n_ctx}: shorten the prompt or lower max_new_tokens")
-    if settings.seed is not None: torch.manual_seed(settings.seed)
+        raise ValueError(
+            f"the prompt has {ids.shape[1]} token{'s' * (ids.shape[1] != 1)}; with {settings.max_new_tokens} new tokens that exceeds the "
+            f"model's context of {n_ctx}: shorten the prompt or lower max_new_tokens"
+        )
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return ids, model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=pad, **settings.generate_kwargs(), **extra)
+    return ids, model.generate(
+        ids, attention_mask=torch.ones_like(ids), pad_token_id=pad, **settings.generate_kwargs(), **extra
+    )
 
-def generate_text(model, tokenizer, prompt: str | list[dict], settings: SamplingConfig | None = None, chat: bool = False,
-                  stream=None, **overrides) -> list[str]:
+
+def generate_text(
+    model,
+    tokenizer,
+    prompt: str | list[dict],
+    settings: SamplingConfig | None = None,
+    chat: bool = False,
+    stream=None,
+    **overrides,
+) -> list[str]:
     "The continuations of `prompt` (one per returned sequence); `stream(text)` gets pieces as they come."
     settings = settings or SamplingConfig()
-    if overrides: settings = SamplingConfig(**{**asdict(settings), **overrides})
-    if stream is not None and settings.num_return_sequences > 1: raise ValueError("streaming shows one sequence: set num_return_sequences=1")
-    ids, out = generate_ids(model, tokenizer, prompt, settings, chat, streamer=_CallbackStreamer(tokenizer, stream) if stream else None)
-    return [tokenizer.decode(seq[ids.shape[1]:], skip_special_tokens=True) for seq in out]
+    if overrides:
+        settings = SamplingConfig(**{**asdict(settings), **overrides})
+    if stream is not None and settings.num_return_sequences > 1:
+        raise ValueError("streaming shows one sequence: set num_return_sequences=1")
+    ids, out = generate_ids(
+        model, tokenizer, prompt, settings, chat, streamer=_CallbackStreamer(tokenizer, stream) if stream else None
+    )
+    return [tokenizer.decode(seq[ids.shape[1] :], skip_special_tokens=True) for seq in out]
 
 # %% ../nbs/09_generate.ipynb #f51be846
 def _converse(model, tokenizer, settings: SamplingConfig, system: str | None = None) -> int:
@@ -102,18 +152,27 @@ def _converse(model, tokenizer, settings: SamplingConfig, system: str | None = N
     n_ctx = context_length(model)
     interactive = sys.stdin.isatty()
     while True:
-        if interactive: print("you> ", end="", flush=True)
+        if interactive:
+            print("you> ", end="", flush=True)
         line = sys.stdin.readline()
-        if not line or line.strip() in ("/exit", "/quit"): return 0
-        if not line.strip(): continue
+        if not line or line.strip() in ("/exit", "/quit"):
+            return 0
+        if not line.strip():
+            continue
         history.append({"role": "user", "content": line.rstrip("\n")})
-        while n_ctx is not None and len(history) > 1 + bool(system) and \
-                encode_prompt(tokenizer, history, chat=True).shape[1] + settings.max_new_tokens > n_ctx:
-            del history[bool(system):bool(system) + 2]        # forget the oldest exchange
+        while (
+            n_ctx is not None
+            and len(history) > 1 + bool(system)
+            and encode_prompt(tokenizer, history, chat=True).shape[1] + settings.max_new_tokens > n_ctx
+        ):
+            del history[bool(system) : bool(system) + 2]  # forget the oldest exchange
         print("assistant> ", end="", flush=True)
-        answer = generate_text(model, tokenizer, history, settings, chat=True, stream=lambda t: print(t, end="", flush=True))[0]
+        answer = generate_text(
+            model, tokenizer, history, settings, chat=True, stream=lambda t: print(t, end="", flush=True)
+        )[0]
         print(flush=True)
         history.append({"role": "assistant", "content": answer})
+
 
 def parser() -> argparse.ArgumentParser:
     "The argument parser of `gpt3dev_generate`: every flag with its help and default."
@@ -122,37 +181,56 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--model", required=True, help="checkpoint directory or Hub id")
     m.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     m.add_argument("--dtype", default="auto", help="auto (bf16 on a bf16-capable GPU, else fp32), fp32, bf16 or fp16")
-    m.add_argument("--trust-remote-code", action="store_true", help="run modeling code shipped with the checkpoint (only for checkpoints you trust)")
+    m.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run modeling code shipped with the checkpoint (only for checkpoints you trust)",
+    )
     p = ap.add_argument_group("prompt")
     p.add_argument("--prompt", help="the prompt").shown = "standard input"
     p.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn in the model's chat template")
-    p.add_argument("--interactive", action="store_true", help="with --chat: a conversation, one user turn per input line")
+    p.add_argument(
+        "--interactive", action="store_true", help="with --chat: a conversation, one user turn per input line"
+    )
     p.add_argument("--system", help="with --chat: a system message before the conversation")
     return config_parser(ap, SamplingConfig)
+
 
 def _generate(args) -> int:
     "The body of `gpt3dev_generate`: check the settings, load the model, stream (or print) what it generates."
     settings = SamplingConfig(**{f.name: getattr(args, f.name) for f in fields(SamplingConfig)})
-    if (args.interactive or args.system) and not args.chat: raise ValueError("--interactive and --system need --chat")
+    if (args.interactive or args.system) and not args.chat:
+        raise ValueError("--interactive and --system need --chat")
     if args.interactive:
-        if settings.num_return_sequences != 1: raise ValueError("--interactive shows one answer: --num-return-sequences must be 1")
+        if settings.num_return_sequences != 1:
+            raise ValueError("--interactive shows one answer: --num-return-sequences must be 1")
         model, tokenizer = load_pretrained(args.model, args.device, args.dtype, args.trust_remote_code)
         return _converse(model, tokenizer, settings, args.system)
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
-    if args.system: prompt = [{"role": "system", "content": args.system}, {"role": "user", "content": prompt}]
-    if not (prompt[-1]["content"] if isinstance(prompt, list) else prompt).strip(): raise ValueError("the prompt is empty (give --prompt or text on standard input)")
+    if args.system:
+        prompt = [{"role": "system", "content": args.system}, {"role": "user", "content": prompt}]
+    if not (prompt[-1]["content"] if isinstance(prompt, list) else prompt).strip():
+        raise ValueError("the prompt is empty (give --prompt or text on standard input)")
     model, tokenizer = load_pretrained(args.model, args.device, args.dtype, args.trust_remote_code)
     if settings.num_return_sequences == 1:
-        echo = [] if args.chat else [prompt]          # the prompt is echoed once generation starts (not before an error)
+        echo = [] if args.chat else [prompt]  # the prompt is echoed once generation starts (not before an error)
+
         def show(text: str):
-            while echo: print(echo.pop(), end="")
+            while echo:
+                print(echo.pop(), end="")
             print(text, end="", flush=True)
+
         generate_text(model, tokenizer, prompt, settings, chat=args.chat, stream=show)
         show("\n")
     else:
         for i, text in enumerate(generate_text(model, tokenizer, prompt, settings, chat=args.chat)):
-            print(("" if args.chat else prompt) + text + ("\n" + "-" * 40 if i < settings.num_return_sequences - 1 else ""))
+            print(
+                ("" if args.chat else prompt)
+                + text
+                + ("\n" + "-" * 40 if i < settings.num_return_sequences - 1 else "")
+            )
     return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `gpt3dev_generate`: 0 on success, 2 for bad input."

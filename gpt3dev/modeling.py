@@ -35,63 +35,94 @@ def _residual_projection(d_in: int, d_out: int) -> nn.Linear:
     layer.residual_projection = True
     return layer
 
-ATTN_IMPLEMENTATIONS = {"eager": "reference", "flex_attention": "flex"}   # transformers' names -> gpt3dev's backends
+
+ATTN_IMPLEMENTATIONS = {"eager": "reference", "flex_attention": "flex"}  # transformers' names -> gpt3dev's backends
+
 
 def attention_backend(config: GPT3DevConfig) -> str:
     "The `sparse_attention` backend for `config`: `eager` or `flex_attention` if asked of transformers, else `attention_backend`."
     return ATTN_IMPLEMENTATIONS.get(config._attn_implementation, config.attention_backend)
 
+
 class GPT3DevAttention(nn.Module):
     "Multi-head self-attention under one layer's pattern."
+
     def __init__(self, config: GPT3DevConfig, layer_idx: int):
         super().__init__()
         d = config.n_embd
         self.n_head, self.head_dim, self.layer_idx = config.n_head, config.head_dim, layer_idx
         self.pattern = parse(config.attention_layers[layer_idx])
         self.legacy_dense_decoding = config.legacy_dense_decoding
-        self.config = config                   # read at each call: `set_attn_implementation` may change it
-        self.scale = self.head_dim ** -0.5 if config.scale_attn_weights else 1.0
+        self.config = config  # read at each call: `set_attn_implementation` may change it
+        self.scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
         self.attn_pdrop = config.attn_pdrop
         self.c_attn = nn.Linear(d, 3 * d, bias=config.qkv_bias)
         self.c_proj = _residual_projection(d, d)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
-    def forward(self, x, attention_mask=None, cache: Cache | None = None, output_attentions: bool = False, document_ids=None,
-                positions=None):
+    def forward(
+        self,
+        x,
+        attention_mask=None,
+        cache: Cache | None = None,
+        output_attentions: bool = False,
+        document_ids=None,
+        positions=None,
+    ):
         "Attend from x [B, T, d] under this layer's pattern (through `cache` if given); returns (output, weights or None)."
         B, T, d = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 × (B, H, T, hd)
-        if cache is not None: k, v = cache.update(k, v, self.layer_idx)                           # (B, H, T_kv, hd)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, H, T_kv, hd)
         kv_len = k.shape[2]
         mask = None if attention_mask is None else attention_mask[:, -kv_len:]
-        pattern = Dense() if self.legacy_dense_decoding and kv_len > T else self.pattern   # the original's decoding
-        out = sparse_attention(q, k, v, pattern, backend="reference" if output_attentions else attention_backend(self.config),
-                               q_offset=kv_len - T, attention_mask=mask, scale=self.scale,
-                               dropout_p=self.attn_pdrop if self.training else 0.0, return_weights=output_attentions,
-                               document_ids=document_ids, positions=None if positions is None else positions[:, -kv_len:])
+        pattern = Dense() if self.legacy_dense_decoding and kv_len > T else self.pattern  # the original's decoding
+        out = sparse_attention(
+            q,
+            k,
+            v,
+            pattern,
+            backend="reference" if output_attentions else attention_backend(self.config),
+            q_offset=kv_len - T,
+            attention_mask=mask,
+            scale=self.scale,
+            dropout_p=self.attn_pdrop if self.training else 0.0,
+            return_weights=output_attentions,
+            document_ids=document_ids,
+            positions=None if positions is None else positions[:, -kv_len:],
+        )
         out, weights = out if output_attentions else (out, None)
-        out = out.transpose(1, 2).reshape(B, T, d)                                                 # (B, T, d)
+        out = out.transpose(1, 2).reshape(B, T, d)  # (B, T, d)
         return self.resid_dropout(self.c_proj(out)), weights
 
 # %% ../nbs/04_modeling.ipynb #63831297
 def _activation(name: str):
-    if name == "gelu": return F.gelu
-    if name in ("gelu_new", "gelu_pytorch_tanh"): return lambda x: F.gelu(x, approximate="tanh")
-    if name == "relu": return F.relu
+    if name == "gelu":
+        return F.gelu
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    if name == "relu":
+        return F.relu
     raise ValueError(f"unknown activation_function {name!r}")
+
 
 class GPT3DevMLP(nn.Module):
     "Position-wise feed-forward network: d → inner → d."
+
     def __init__(self, config: GPT3DevConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.inner_dim)
         self.c_proj = _residual_projection(config.inner_dim, config.n_embd)
         self.act = _activation(config.activation_function)
         self.dropout = nn.Dropout(config.resid_pdrop)
-    def forward(self, x): return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
 
 class GPT3DevBlock(GradientCheckpointingLayer):
     "One transformer layer: attention and MLP, each with a residual connection and a LayerNorm."
+
     def __init__(self, config: GPT3DevConfig, layer_idx: int):
         super().__init__()
         self.pre_ln = config.use_pre_layernorm
@@ -113,33 +144,41 @@ class GPT3DevBlock(GradientCheckpointingLayer):
 # %% ../nbs/04_modeling.ipynb #192cbafd
 class GPT3DevPreTrainedModel(PreTrainedModel):
     "Weight initialisation and the Hugging Face plumbing shared by the gpt3dev models."
+
     config: GPT3DevConfig
     config_class = GPT3DevConfig
     base_model_prefix = "transformer"
     supports_gradient_checkpointing = True
     _no_split_modules = ["GPT3DevBlock"]
-    _supports_sdpa = True                  # attn_implementation="sdpa", transformers' default: the config's attention_backend
-    _supports_flex_attn = True             # "flex_attention": the flex backend ("eager": the reference masked softmax)
+    _supports_sdpa = True  # attn_implementation="sdpa", transformers' default: the config's attention_backend
+    _supports_flex_attn = True  # "flex_attention": the flex backend ("eager": the reference masked softmax)
 
     @classmethod
-    def _can_set_attn_implementation(cls) -> bool: return True      # each layer reads it from the config when it runs
+    def _can_set_attn_implementation(cls) -> bool:
+        return True  # each layer reads it from the config when it runs
 
     def _init_weights(self, module):
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
-            if getattr(module, "residual_projection", False): std = std / (2 * self.config.n_layer) ** 0.5
+            if getattr(module, "residual_projection", False):
+                std = std / (2 * self.config.n_layer) ** 0.5
             init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None: init.zeros_(module.bias)
+            if module.bias is not None:
+                init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight); init.zeros_(module.bias)
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
 
 # %% ../nbs/04_modeling.ipynb #45702aad
 def _cache_layers(config: GPT3DevConfig):
     bounded = lambda p: p.max_distance is not None and not config.legacy_dense_decoding
     patterns = map(parse, config.attention_layers)
-    return [DynamicSlidingWindowLayer(sliding_window=p.max_distance + 1) if bounded(p) else DynamicLayer() for p in patterns]
+    return [
+        DynamicSlidingWindowLayer(sliding_window=p.max_distance + 1) if bounded(p) else DynamicLayer() for p in patterns
+    ]
+
 
 def make_cache(config: GPT3DevConfig) -> DynamicCache:
     "An empty KV cache whose local layers keep at most `window - 1` past keys and dense layers keep all."
@@ -147,11 +186,16 @@ def make_cache(config: GPT3DevConfig) -> DynamicCache:
     cache.layers, cache.layer_class_to_replicate = _cache_layers(config), None
     return cache
 
+
 def _fit_cache(cache, config):
     "Give a fresh, empty `DynamicCache` (such as `generate` makes) gpt3dev's per-layer cache layers, once."
     layers = _cache_layers(config)
     windows = lambda ls: [getattr(l, "sliding_window", None) for l in ls]
-    if isinstance(cache, DynamicCache) and not any(l.is_initialized for l in cache.layers) and windows(cache.layers) != windows(layers):
+    if (
+        isinstance(cache, DynamicCache)
+        and not any(l.is_initialized for l in cache.layers)
+        and windows(cache.layers) != windows(layers)
+    ):
         cache.layers, cache.layer_class_to_replicate = layers, None
     return cache
 
@@ -163,30 +207,37 @@ def document_positions(document_ids: torch.Tensor) -> torch.Tensor:
     starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
     return idx - torch.where(starts, idx, torch.zeros_like(idx)).cummax(-1).values
 
+
 def _key_positions(position_ids, attention_mask, past: int, B: int) -> torch.Tensor:
     "Token position of every cache slot [B, past + T]: the new tokens' own, the cached ones counted back from the first real new token."
     new = position_ids.expand(B, -1)
-    if not past: return new
+    if not past:
+        return new
     real = torch.ones_like(new, dtype=torch.bool) if attention_mask is None else attention_mask[:, past:].bool()
-    first = real.int().argmax(1, keepdim=True)                         # first real new token (0 when none)
-    start = new.gather(1, first) - first - past                         # the position slot 0 would have
+    first = real.int().argmax(1, keepdim=True)  # first real new token (0 when none)
+    start = new.gather(1, first) - first - past  # the position slot 0 would have
     return torch.cat([start + torch.arange(past, device=new.device), new], 1)
+
 
 def _inspectable(t: torch.Tensor) -> bool:
     "True when reading `t`'s values costs nothing: a CPU tensor outside a traced graph (on a GPU it waits for the device)."
     return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
 
 # Keyword arguments transformers' callers pass that change nothing here: `cache_position` (generate before 5.24; the
 # cache itself says where new tokens go), and the tokenizers `generate(tokenizer=...)` hands on to the forward (as
 # `transformers serve` does). Any other unknown name is an error rather than silently dropped.
 IGNORED_KWARGS = frozenset({"cache_position", "output_router_logits", "tokenizer", "assistant_tokenizer"})
 
+
 def _check_kwargs(kwargs: dict, where: str):
     if unknown := sorted(set(kwargs) - IGNORED_KWARGS):
         raise TypeError(f"{where}.forward() got keyword arguments it does not use: {', '.join(unknown)}")
 
+
 class GPT3DevModel(GPT3DevPreTrainedModel):
     "The GPT-3 decoder: embeddings, blocks, final LayerNorm; returns hidden states."
+
     def __init__(self, config: GPT3DevConfig):
         super().__init__(config)
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
@@ -197,76 +248,129 @@ class GPT3DevModel(GPT3DevPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def get_input_embeddings(self): return self.wte
-    def set_input_embeddings(self, value): self.wte = value
+    def get_input_embeddings(self):
+        return self.wte
+
+    def set_input_embeddings(self, value):
+        self.wte = value
 
     @can_return_tuple
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache: Cache | None = None,
-                inputs_embeds=None, use_cache: bool | None = None, output_attentions: bool | None = None,
-                output_hidden_states: bool | None = None, past_key_values: Cache | None = None, document_ids=None, **kwargs):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        cache: Cache | None = None,
+        inputs_embeds=None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        past_key_values: Cache | None = None,
+        document_ids=None,
+        **kwargs,
+    ):
         "Hidden states of the last layer (and, if asked, of every layer, the attention weights, the cache); a tuple if `return_dict=False`."
         _check_kwargs(kwargs, type(self).__name__)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        cache = cache if cache is not None else past_key_values      # the name before transformers 5
-        if use_cache is None:      # a graph being exported without a cache handed in returns none (a cache is no pytree)
-            use_cache = self.config.use_cache and not (cache is None and past_key_values is None and torch.compiler.is_exporting())
-        if self.gradient_checkpointing and self.training: use_cache = False
+        cache = cache if cache is not None else past_key_values  # the name before transformers 5
+        if use_cache is None:  # a graph being exported without a cache handed in returns none (a cache is no pytree)
+            use_cache = self.config.use_cache and not (
+                cache is None and past_key_values is None and torch.compiler.is_exporting()
+            )
+        if self.gradient_checkpointing and self.training:
+            use_cache = False
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
-        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states)
+        output_hidden_states = bool(
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         if inputs_embeds is None:
-            if input_ids.dim() != 2: raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
-            if _inspectable(input_ids) and input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
-                raise ValueError(f"input_ids hold token ids outside the vocabulary [0, {self.config.vocab_size}): "
-                                 f"min {int(input_ids.min())}, max {int(input_ids.max())}")
+            if input_ids.dim() != 2:
+                raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+            if (
+                _inspectable(input_ids)
+                and input_ids.numel()
+                and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size)
+            ):
+                raise ValueError(
+                    f"input_ids hold token ids outside the vocabulary [0, {self.config.vocab_size}): "
+                    f"min {int(input_ids.min())}, max {int(input_ids.max())}"
+                )
             inputs_embeds = self.wte(input_ids)
         B, T = inputs_embeds.shape[:2]
-        if use_cache: cache = _fit_cache(cache, self.config) if cache is not None else make_cache(self.config)
+        if use_cache:
+            cache = _fit_cache(cache, self.config) if cache is not None else make_cache(self.config)
         past = cache.get_seq_length() if cache is not None else 0
         if document_ids is not None:
             if past or tuple(document_ids.shape) != (B, T):
-                raise ValueError(f"document_ids must be [batch, seq] = {[B, T]} and come without cached tokens, got {list(document_ids.shape)} with {past} cached")
-            if position_ids is None: position_ids = document_positions(document_ids)
-        positions_given = position_ids is not None    # else positions are cache slots, and the kernels need not be told
+                raise ValueError(
+                    f"document_ids must be [batch, seq] = {[B, T]} and come without cached tokens, got {list(document_ids.shape)} with {past} cached"
+                )
+            if position_ids is None:
+                position_ids = document_positions(document_ids)
+        positions_given = position_ids is not None  # else positions are cache slots, and the kernels need not be told
         if position_ids is None:
             if past + T > self.config.n_positions:
-                raise ValueError(f"sequence of {past + T} tokens ({past} cached + {T} new) is longer than the model's "
-                                 f"n_positions={self.config.n_positions}: shorten the prompt or generate fewer tokens")
+                raise ValueError(
+                    f"sequence of {past + T} tokens ({past} cached + {T} new) is longer than the model's "
+                    f"n_positions={self.config.n_positions}: shorten the prompt or generate fewer tokens"
+                )
             position_ids = torch.arange(past, past + T, device=inputs_embeds.device)[None]
-        elif _inspectable(position_ids) and int(position_ids.max()) >= self.config.n_positions:   # a left-padded cache may hold more slots than positions
-            raise ValueError(f"position {int(position_ids.max())} is beyond the model's n_positions={self.config.n_positions}: "
-                             f"shorten the prompt or generate fewer tokens")
+        elif (
+            _inspectable(position_ids) and int(position_ids.max()) >= self.config.n_positions
+        ):  # a left-padded cache may hold more slots than positions
+            raise ValueError(
+                f"position {int(position_ids.max())} is beyond the model's n_positions={self.config.n_positions}: "
+                f"shorten the prompt or generate fewer tokens"
+            )
         if attention_mask is not None:
             if attention_mask.dim() != 2 or attention_mask.shape != (B, past + T):
-                raise ValueError(f"attention_mask must be [batch, cached + new tokens] = {[B, past + T]}, got {list(attention_mask.shape)}")
-            if _inspectable(attention_mask) and bool(attention_mask.all()): attention_mask = None
+                raise ValueError(
+                    f"attention_mask must be [batch, cached + new tokens] = {[B, past + T]}, got {list(attention_mask.shape)}"
+                )
+            if _inspectable(attention_mask) and bool(attention_mask.all()):
+                attention_mask = None
         positions = _key_positions(position_ids, attention_mask, past, B) if positions_given else None
 
         x = self.drop(inputs_embeds + self.wpe(position_ids))
         hidden, attentions = [], []
         for block in self.h:
-            if output_hidden_states: hidden.append(x)
+            if output_hidden_states:
+                hidden.append(x)
             x, w = block(x, attention_mask, cache if use_cache else None, output_attentions, document_ids, positions)
-            if output_attentions: attentions.append(w)
+            if output_attentions:
+                attentions.append(w)
         x = self.ln_f(x)
-        if output_hidden_states: hidden.append(x)
-        return BaseModelOutputWithPast(last_hidden_state=x, **{CACHE_FIELD: cache if use_cache else None},
-                                       hidden_states=tuple(hidden) if output_hidden_states else None,
-                                       attentions=tuple(attentions) if output_attentions else None)
+        if output_hidden_states:
+            hidden.append(x)
+        return BaseModelOutputWithPast(
+            last_hidden_state=x,
+            **{CACHE_FIELD: cache if use_cache else None},
+            hidden_states=tuple(hidden) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
 
 # %% ../nbs/04_modeling.ipynb #5852ab01
 def causal_lm_loss(logits, labels=None, shift_labels=None, num_items_in_batch=None, ignore_index: int = -100):
     "Next-token cross-entropy: position t against `labels[t + 1]`, or against `shift_labels[t]` when the caller shifted them."
-    if shift_labels is None:   # shifting the labels, not the logits, avoids a copy of the logits
+    if shift_labels is None:  # shifting the labels, not the logits, avoids a copy of the logits
         shift_labels = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), shift_labels.flatten().to(logits.device), ignore_index=ignore_index,
-                           reduction="mean" if num_items_in_batch is None else "sum")
-    if num_items_in_batch is None: return loss
-    if torch.is_tensor(num_items_in_batch): num_items_in_batch = num_items_in_batch.to(loss.device)
-    return loss / num_items_in_batch        # gradient accumulation: every micro-batch divides by the whole step's tokens
+    loss = F.cross_entropy(
+        logits.flatten(0, 1).float(),
+        shift_labels.flatten().to(logits.device),
+        ignore_index=ignore_index,
+        reduction="mean" if num_items_in_batch is None else "sum",
+    )
+    if num_items_in_batch is None:
+        return loss
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(loss.device)
+    return loss / num_items_in_batch  # gradient accumulation: every micro-batch divides by the whole step's tokens
+
 
 class GPT3DevForCausalLM(GPT3DevPreTrainedModel, GenerationMixin):
     "GPT-3 with a language-modelling head; `generate` works as for any Hugging Face causal LM."
+
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
 
     def __init__(self, config: GPT3DevConfig):
@@ -275,36 +379,69 @@ class GPT3DevForCausalLM(GPT3DevPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
-    def get_output_embeddings(self): return self.lm_head
-    def set_output_embeddings(self, value): self.lm_head = value
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         "`generate`'s cache with gpt3dev's layers from the start, so assisted decoding can record and crop the local ones."
         super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
         if (cache := model_kwargs.get(CACHE_FIELD)) is not None:
             _fit_cache(cache, self.config)
-            if generation_config.is_assistant: cache.activate_past_recording()
+            if generation_config.is_assistant:
+                cache.activate_past_recording()
 
     @can_return_tuple
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache: Cache | None = None,
-                inputs_embeds=None, labels=None, use_cache: bool | None = None, output_attentions: bool | None = None,
-                output_hidden_states: bool | None = None, logits_to_keep: int = 0, past_key_values: Cache | None = None,
-                document_ids=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        cache: Cache | None = None,
+        inputs_embeds=None,
+        labels=None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        logits_to_keep: int = 0,
+        past_key_values: Cache | None = None,
+        document_ids=None,
+        shift_labels=None,
+        num_items_in_batch=None,
+        **kwargs,
+    ):
         "Logits over the vocabulary for every position (the last `logits_to_keep` if set), the loss if `labels` or `shift_labels` are given."
         _check_kwargs(kwargs, type(self).__name__)
-        out = self.transformer(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                               inputs_embeds=inputs_embeds, use_cache=use_cache, output_attentions=output_attentions,
-                               output_hidden_states=output_hidden_states, past_key_values=past_key_values,
-                               document_ids=document_ids, return_dict=True)
+        out = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            past_key_values=past_key_values,
+            document_ids=document_ids,
+            return_dict=True,
+        )
         h = out.last_hidden_state
         logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
         loss = None
         if labels is not None or shift_labels is not None:
             loss = causal_lm_loss(logits, labels, shift_labels, num_items_in_batch)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: getattr(out, CACHE_FIELD)},
-                                      hidden_states=out.hidden_states, attentions=out.attentions)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            **{CACHE_FIELD: getattr(out, CACHE_FIELD)},
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
 
-GPT3DevLMHeadModel = GPT3DevForCausalLM      # the original project's name for the same model
+
+GPT3DevLMHeadModel = GPT3DevForCausalLM  # the original project's name for the same model
 
 # %% ../nbs/04_modeling.ipynb #5e615c55
 AutoConfig.register("gpt3dev", GPT3DevConfig, exist_ok=True)
@@ -321,6 +458,7 @@ def _export_inputs(model) -> tuple[dict, dict]:
     dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq", max=model.config.n_positions)}
     return {"input_ids": sample}, {"input_ids": dims}
 
+
 def export_lm(model: GPT3DevForCausalLM) -> torch.export.ExportedProgram:
     "`model`'s forward on `input_ids` [batch, seq] as an exported graph, batch and length symbolic (up to `n_positions`)."
     kwargs, dims = _export_inputs(model)
@@ -330,7 +468,15 @@ def export_lm(model: GPT3DevForCausalLM) -> torch.export.ExportedProgram:
 def export_onnx(model: GPT3DevForCausalLM, path) -> str:
     "Write `model`'s forward as ONNX to `path` (input `input_ids` [batch, seq], output `logits`); needs `onnxscript`."
     kwargs, dims = _export_inputs(model)
-    program = torch.onnx.export(model, (), kwargs=kwargs, dynamic_shapes=dims, input_names=["input_ids"],
-                                output_names=["logits"], dynamo=True, verbose=False)
+    program = torch.onnx.export(
+        model,
+        (),
+        kwargs=kwargs,
+        dynamic_shapes=dims,
+        input_names=["input_ids"],
+        output_names=["logits"],
+        dynamo=True,
+        verbose=False,
+    )
     program.save(str(path))
     return str(path)

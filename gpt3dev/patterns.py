@@ -16,15 +16,17 @@ __all__ = ['Pattern', 'Span', 'Columns', 'Dense', 'Local', 'Strided', 'Fixed', '
 # %% ../nbs/01_patterns.ipynb #69b5e588
 class Pattern:
     "A causal attention pattern: which key positions `j` each query position `i` may attend to."
-    name: ClassVar[str] = ""                   # the spec's first word; a subclass that sets it is registered
-    aliases: ClassVar[tuple[str, ...]] = ()    # other words `parse` accepts for it
-    relative: ClassVar[bool] = False           # True when `allowed(i, j)` depends on `i - j` only
-    registry: ClassVar[dict[str, type]] = {}   # spec word -> class, filled by subclassing
+
+    name: ClassVar[str] = ""  # the spec's first word; a subclass that sets it is registered
+    aliases: ClassVar[tuple[str, ...]] = ()  # other words `parse` accepts for it
+    relative: ClassVar[bool] = False  # True when `allowed(i, j)` depends on `i - j` only
+    registry: ClassVar[dict[str, type]] = {}  # spec word -> class, filled by subclassing
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
-            for word in (cls.name, *cls.aliases): Pattern.registry[word] = cls
+            for word in (cls.name, *cls.aliases):
+                Pattern.registry[word] = cls
 
     def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         "Boolean tensor, True where query position `i` may attend to key position `j` (broadcast)."
@@ -44,7 +46,8 @@ class Pattern:
         "The string `parse` reads back: the name, then the parameters, separated by `:`."
         return ":".join([self.name, *map(str, self.params().values())])
 
-    def __str__(self): return self.spec
+    def __str__(self):
+        return self.spec
 
     @property
     def max_distance(self) -> int | None:
@@ -65,7 +68,8 @@ class Pattern:
 
     def dense(self, q_len: int, kv_len: int | None = None, q_offset: int = 0, device=None) -> torch.Tensor:
         "Bool mask [q_len, kv_len]: row r is query position `q_offset + r`, column c is key position c."
-        if kv_len is None: kv_len = q_offset + q_len
+        if kv_len is None:
+            kv_len = q_offset + q_len
         i = torch.arange(q_offset, q_offset + q_len, device=device)[:, None]
         j = torch.arange(kv_len, device=device)[None, :]
         return self.allowed(i, j)
@@ -87,87 +91,142 @@ class Pattern:
         return self.nnz(n) == n * (n + 1) // 2
 
 # %% ../nbs/01_patterns.ipynb #462c0d11
-def _all_earlier(lo: int, hi: int) -> tuple[int, int]: return (0, hi)
+def _all_earlier(lo: int, hi: int) -> tuple[int, int]:
+    return (0, hi)
+
 
 @dataclass(frozen=True)
 class Span:
     "A part of a pattern computed in chunks of queries, each against one contiguous range of keys."
-    allowed: Callable                     # (i, j) -> bool: this part's own mask
-    key_range: Callable = _all_earlier    # (lo, hi) -> (klo, khi): key positions the queries [lo, hi) may reach
-    keys: Callable | None = None          # j -> bool: only these keys belong to the part; None: every key
-    chunk: int = 128                      # queries per chunk
-    align: int = 1                        # chunks start at query positions that are multiples of `align`
+
+    allowed: Callable  # (i, j) -> bool: this part's own mask
+    key_range: Callable = _all_earlier  # (lo, hi) -> (klo, khi): key positions the queries [lo, hi) may reach
+    keys: Callable | None = None  # j -> bool: only these keys belong to the part; None: every key
+    chunk: int = 128  # queries per chunk
+    align: int = 1  # chunks start at query positions that are multiples of `align`
+
 
 @dataclass(frozen=True)
 class Columns:
     "A part of a pattern: the keys a whole number (at least one) of `stride` positions back."
+
     stride: int
 
 # %% ../nbs/01_patterns.ipynb #4c624fcd
 @dataclass(frozen=True)
 class Dense(Pattern):
     "Dense causal attention: query i sees every key j <= i."
+
     name, aliases, relative = "dense", ("global",), True
-    def allowed(self, i, j): return j <= i
-    def row_counts(self, n): return torch.arange(1, n + 1)
-    def is_causal_within(self, n): return True
-    def parts(self): return [Span(self.allowed, chunk=256)]
+
+    def allowed(self, i, j):
+        return j <= i
+
+    def row_counts(self, n):
+        return torch.arange(1, n + 1)
+
+    def is_causal_within(self, n):
+        return True
+
+    def parts(self):
+        return [Span(self.allowed, chunk=256)]
 
 # %% ../nbs/01_patterns.ipynb #1eeb0bcd
 def _check_int(name: str, value, lo: int = 1):
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
 
+
 @dataclass(frozen=True)
 class Local(Pattern):
     "Locally banded attention: query i sees the `window` keys `i - window < j <= i`."
+
     window: int
     name, relative = "local", True
-    def __post_init__(self): _check_int("Local window", self.window)
-    def allowed(self, i, j): return (j <= i) & (i - j < self.window)
+
+    def __post_init__(self):
+        _check_int("Local window", self.window)
+
+    def allowed(self, i, j):
+        return (j <= i) & (i - j < self.window)
+
     @property
-    def max_distance(self): return self.window - 1
-    def row_counts(self, n): return torch.arange(1, n + 1).clamp(max=self.window)
-    def is_causal_within(self, n): return self.window >= n
-    def parts(self): return [Span(self.allowed, self.key_range, chunk=max(32, min(256, self.window // 2)))]
+    def max_distance(self):
+        return self.window - 1
+
+    def row_counts(self, n):
+        return torch.arange(1, n + 1).clamp(max=self.window)
+
+    def is_causal_within(self, n):
+        return self.window >= n
+
+    def parts(self):
+        return [Span(self.allowed, self.key_range, chunk=max(32, min(256, self.window // 2)))]
 
 # %% ../nbs/01_patterns.ipynb #b56e7b51
 @dataclass(frozen=True)
 class Strided(Pattern):
     "Sparse Transformer strided attention: the last `stride` keys plus every key with `(i - j) % stride == 0`."
+
     stride: int
     name, relative = "strided", True
-    def __post_init__(self): _check_int("Strided stride", self.stride)
+
+    def __post_init__(self):
+        _check_int("Strided stride", self.stride)
+
     def allowed(self, i, j):
         d = i - j
         return (d >= 0) & ((d < self.stride) | (d % self.stride == 0))
+
     def row_counts(self, n):
         i = torch.arange(n)
         return i.clamp(max=self.stride - 1) + 1 + i // self.stride
-    def is_causal_within(self, n): return self.stride == 1 or self.stride >= n - 1
-    def parts(self): return [*Local(self.stride).parts(), Columns(self.stride)]
+
+    def is_causal_within(self, n):
+        return self.stride == 1 or self.stride >= n - 1
+
+    def parts(self):
+        return [*Local(self.stride).parts(), Columns(self.stride)]
 
 # %% ../nbs/01_patterns.ipynb #c1cc1dd3
 @dataclass(frozen=True)
 class Fixed(Pattern):
     "Sparse Transformer fixed attention: own block of `stride`, plus the last `summary` keys of each earlier block."
+
     stride: int
     summary: int = 1
     name = "fixed"
+
     def __post_init__(self):
-        _check_int("Fixed stride", self.stride); _check_int("Fixed summary", self.summary)
-        if self.summary > self.stride: raise ValueError(f"Fixed summary ({self.summary}) cannot exceed stride ({self.stride})")
+        _check_int("Fixed stride", self.stride)
+        _check_int("Fixed summary", self.summary)
+        if self.summary > self.stride:
+            raise ValueError(f"Fixed summary ({self.summary}) cannot exceed stride ({self.stride})")
+
     def allowed(self, i, j):
         return (j <= i) & ((i // self.stride == j // self.stride) | (j % self.stride >= self.stride - self.summary))
+
     def row_counts(self, n):
         i = torch.arange(n)
         return i % self.stride + 1 + (i // self.stride) * self.summary
-    def is_causal_within(self, n): return self.stride >= n or self.summary == self.stride
+
+    def is_causal_within(self, n):
+        return self.stride >= n or self.summary == self.stride
+
     def parts(self):
         s, c = self.stride, self.summary
-        own = Span(lambda i, j: (j <= i) & (i // s == j // s), lambda lo, hi: (lo // s * s, hi), chunk=max(1, 128 // s) * s, align=s)
-        summary = Span(lambda i, j: (j // s < i // s) & (j % s >= s - c), lambda lo, hi: (0, (hi - 1) // s * s),
-                       keys=lambda j: j % s >= s - c, chunk=256)
+        own = Span(
+            lambda i, j: (j <= i) & (i // s == j // s),
+            lambda lo, hi: (lo // s * s, hi),
+            chunk=max(1, 128 // s) * s,
+            align=s,
+        )
+        summary = Span(
+            lambda i, j: (j // s < i // s) & (j % s >= s - c),
+            lambda lo, hi: (0, (hi - 1) // s * s),
+            keys=lambda j: j % s >= s - c,
+            chunk=256,
+        )
         return [own, summary]
 
 # %% ../nbs/01_patterns.ipynb #634a291f
@@ -175,17 +234,27 @@ def registered() -> dict[str, type]:
     "Every registered pattern class by its name (aliases left out), in the order they were defined."
     return {cls.name: cls for cls in Pattern.registry.values()}
 
-def _form(cls) -> str: return ":".join([cls.name, *(f"<{p}>" for p in cls.param_names())])
+
+def _form(cls) -> str:
+    return ":".join([cls.name, *(f"<{p}>" for p in cls.param_names())])
+
 
 def parse(spec: str | Pattern) -> Pattern:
     "The `Pattern` a spec such as `'local:256'` names (a `Pattern` passes through)."
-    if isinstance(spec, Pattern): return spec
-    if not isinstance(spec, str): raise TypeError(f"a pattern spec is a string like 'local:256', got {type(spec).__name__} {spec!r}")
+    if isinstance(spec, Pattern):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"a pattern spec is a string like 'local:256', got {type(spec).__name__} {spec!r}")
     name, *args = spec.strip().lower().split(":")
     cls = Pattern.registry.get(name)
     if cls is None:
-        raise ValueError(f"unknown attention pattern {spec!r}: use one of {', '.join(repr(_form(c)) for c in registered().values())}")
-    if len(args) != len(cls.param_names()): raise ValueError(f"bad pattern spec {spec!r}: expected '{_form(cls)}'")
-    try: values = [int(a) for a in args]
-    except ValueError: raise ValueError(f"bad pattern spec {spec!r}: {_form(cls)} takes integers") from None
+        raise ValueError(
+            f"unknown attention pattern {spec!r}: use one of {', '.join(repr(_form(c)) for c in registered().values())}"
+        )
+    if len(args) != len(cls.param_names()):
+        raise ValueError(f"bad pattern spec {spec!r}: expected '{_form(cls)}'")
+    try:
+        values = [int(a) for a in args]
+    except ValueError:
+        raise ValueError(f"bad pattern spec {spec!r}: {_form(cls)} takes integers") from None
     return cls(*values)

@@ -28,53 +28,92 @@ __all__ = ['ASPECT_RATIO', 'HEAD_DIM', 'WINDOW_FRACTION', 'SCALED', 'PF_DAY', 'S
            'bootstrap_power_law', 'frontier', 'plot_compute', 'plot_fit', 'scaling_explorer']
 
 # %% ../nbs/12_scaling.ipynb #35a7cc82
-ASPECT_RATIO = 16          # d_model / n_layer of every member
+ASPECT_RATIO = 16  # d_model / n_layer of every member
 HEAD_DIM = 16
-WINDOW_FRACTION = 8        # the local band is n_positions / 8 keys, as GPT-3's 256 of 2048
+WINDOW_FRACTION = 8  # the local band is n_positions / 8 keys, as GPT-3's 256 of 2048
+
 
 @dataclass(frozen=True)
 class ScaledPreset:
     "A member of the scaled-down family: GPT-3's shape rules at a size a CPU trains in minutes."
+
     name: str
     d_model: int
     learning_rate: float
 
     @property
-    def n_layer(self) -> int: return self.d_model // ASPECT_RATIO
+    def n_layer(self) -> int:
+        return self.d_model // ASPECT_RATIO
 
     @property
-    def n_head(self) -> int: return self.d_model // HEAD_DIM
+    def n_head(self) -> int:
+        return self.d_model // HEAD_DIM
 
-SCALED = {p.name: p for p in [ScaledPreset(f"scaled-{d}", d, lr) for d, lr in
-                              ((32, 8e-3), (48, 4e-3), (64, 3e-3), (96, 2e-3), (128, 2e-3))]}
+
+SCALED = {
+    p.name: p
+    for p in [
+        ScaledPreset(f"scaled-{d}", d, lr) for d, lr in ((32, 8e-3), (48, 4e-3), (64, 3e-3), (96, 2e-3), (128, 2e-3))
+    ]
+}
+
 
 def scaled_config(name: str, vocab_size: int = 512, n_positions: int = 128, **overrides) -> GPT3DevConfig:
     "The `GPT3DevConfig` of family member `name` (one of `SCALED`), any field overridden."
-    if name not in SCALED: raise ValueError(f"unknown scaled preset {name!r}: choose one of {list(SCALED)}")
+    if name not in SCALED:
+        raise ValueError(f"unknown scaled preset {name!r}: choose one of {list(SCALED)}")
     p = SCALED[name]
-    kw = dict(vocab_size=vocab_size, n_positions=n_positions, n_embd=p.d_model, n_layer=p.n_layer, n_head=p.n_head,
-              window_size=max(1, n_positions // WINDOW_FRACTION),
-              bos_token_id=0, eos_token_id=0)         # end-of-text is id 0 in the BPEs `train_tokenizer` makes (its only special token)
+    kw = dict(
+        vocab_size=vocab_size,
+        n_positions=n_positions,
+        n_embd=p.d_model,
+        n_layer=p.n_layer,
+        n_head=p.n_head,
+        window_size=max(1, n_positions // WINDOW_FRACTION),
+        bos_token_id=0,
+        eos_token_id=0,
+    )  # end-of-text is id 0 in the BPEs `train_tokenizer` makes (its only special token)
     return GPT3DevConfig(**{**kw, **overrides})
 
 # %% ../nbs/12_scaling.ipynb #ed25604b
 def flops_breakdown(config: GPT3DevConfig, seq_len: int | None = None) -> dict:
     "Training FLOPs per token in parts: `weights` (6N, N without embeddings), `head` (the output layer), `attention`."
     T = seq_len or config.n_positions
-    keys = sum(p.nnz(T) for p in config.patterns) / T              # keys per query, summed over layers
-    return {"weights": 6 * count_parameters(config, embeddings=False), "head": 6 * config.vocab_size * config.n_embd,
-            "attention": 3 * 4 * config.n_embd * keys}
+    keys = sum(p.nnz(T) for p in config.patterns) / T  # keys per query, summed over layers
+    return {
+        "weights": 6 * count_parameters(config, embeddings=False),
+        "head": 6 * config.vocab_size * config.n_embd,
+        "attention": 3 * 4 * config.n_embd * keys,
+    }
 
 # %% ../nbs/12_scaling.ipynb #a8c75881
-def scaling_data(source: str, vocab_size: int = 512, block_size: int = 128, val_share: float = 0.05, seed: int = 0,
-                 shuffle: int = 1024):
+def scaling_data(
+    source: str,
+    vocab_size: int = 512,
+    block_size: int = 128,
+    val_share: float = 0.05,
+    seed: int = 0,
+    shuffle: int = 1024,
+):
     "A BPE tokenizer trained on `source`'s training text, and the trainer's `data(split, rank, world_size)` for it (shuffled blocks)."
     docs = [text for k, (text, _) in enumerate(iter_pieces(source)) if not held_out(k, val_share)]
-    if not docs: raise ValueError(f"data source {source!r} has no training text")
+    if not docs:
+        raise ValueError(f"data source {source!r} has no training text")
     tokenizer = train_tokenizer(docs, vocab_size)
+
     def data(split: str, rank: int = 0, world_size: int = 1) -> TokenStream:
-        return TokenStream(source, tokenizer, block_size, split=split, val_share=val_share, seed=seed, rank=rank, world_size=world_size,
-                           shuffle=shuffle)
+        return TokenStream(
+            source,
+            tokenizer,
+            block_size,
+            split=split,
+            val_share=val_share,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            shuffle=shuffle,
+        )
+
     return tokenizer, data
 
 # %% ../nbs/12_scaling.ipynb #9cdc1814
@@ -83,10 +122,13 @@ def validation_blocks(stream, limit: int = 256) -> torch.Tensor:
     blocks = []
     for _ in range(limit):
         block = stream.batch(1)[0]
-        if any(getattr(stream, "epochs", [])): break
+        if any(getattr(stream, "epochs", [])):
+            break
         blocks.append(block)
-    if not blocks: raise ValueError("the validation stream gave no blocks")
+    if not blocks:
+        raise ValueError("the validation stream gave no blocks")
     return torch.stack(blocks)
+
 
 @torch.no_grad()
 def block_losses(model, blocks: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
@@ -96,31 +138,57 @@ def block_losses(model, blocks: torch.Tensor, batch_size: int = 16) -> torch.Ten
     out = []
     for b in blocks.split(batch_size):
         b = b.to(device)
-        logits = model(input_ids=b, use_cache=False).logits[:, :-1].float()           # (B, T-1, V)
+        logits = model(input_ids=b, use_cache=False).logits[:, :-1].float()  # (B, T-1, V)
         out.append(F.cross_entropy(logits.transpose(1, 2), b[:, 1:], reduction="none").mean(1).cpu())
     model.train(was)
     return torch.cat(out)
 
 # %% ../nbs/12_scaling.ipynb #26cd1674
-def _record(name: str, config: GPT3DevConfig, run_cfg: TrainConfig, model, data, final_blocks: int, seconds: float) -> dict:
+def _record(
+    name: str, config: GPT3DevConfig, run_cfg: TrainConfig, model, data, final_blocks: int, seconds: float
+) -> dict:
     "What `train_family` keeps of a finished run: sizes, compute, curves from its metrics.jsonl, final per-block losses."
     rows = [r for r in read_jsonl(Path(run_cfg.out) / "metrics.jsonl") if r.get("loss") is not None]
     val = [r for r in rows if "val_loss" in r]
     fpt = flops_per_token(config, run_cfg.block_size)
     losses = block_losses(model, validation_blocks(data("validation", 0, 1), final_blocks), run_cfg.batch_size)
-    return {"name": name, "params": count_parameters(config, embeddings=False), "params_total": count_parameters(config),
-            "flops_per_token": fpt, "tokens": rows[-1]["tokens"], "flops": fpt * rows[-1]["tokens"], "lr": run_cfg.lr,
-            "seconds": seconds, "final_loss": losses.mean().item(), "block_losses": losses.tolist(),
-            "curve": {"tokens": [r["tokens"] for r in val], "flops": [fpt * r["tokens"] for r in val],
-                      "val_loss": [r["val_loss"] for r in val]},
-            "train": {"tokens": [r["tokens"] for r in rows], "loss": [r["loss"] for r in rows]}}
+    return {
+        "name": name,
+        "params": count_parameters(config, embeddings=False),
+        "params_total": count_parameters(config),
+        "flops_per_token": fpt,
+        "tokens": rows[-1]["tokens"],
+        "flops": fpt * rows[-1]["tokens"],
+        "lr": run_cfg.lr,
+        "seconds": seconds,
+        "final_loss": losses.mean().item(),
+        "block_losses": losses.tolist(),
+        "curve": {
+            "tokens": [r["tokens"] for r in val],
+            "flops": [fpt * r["tokens"] for r in val],
+            "val_loss": [r["val_loss"] for r in val],
+        },
+        "train": {"tokens": [r["tokens"] for r in rows], "loss": [r["loss"] for r in rows]},
+    }
 
-def train_family(configs: dict, cfg: TrainConfig, tokenizer, data, lrs: dict | None = None, final_blocks: int | None = None,
-                 threads: int | None = None, verbose: bool = False, on_run=None) -> list[dict]:
+
+def train_family(
+    configs: dict,
+    cfg: TrainConfig,
+    tokenizer,
+    data,
+    lrs: dict | None = None,
+    final_blocks: int | None = None,
+    threads: int | None = None,
+    verbose: bool = False,
+    on_run=None,
+) -> list[dict]:
     "Train each of `configs` (name -> `GPT3DevConfig`) with `train(cfg)` on the same data; one record per run."
-    if cfg.block_size is None: raise ValueError("train_family needs cfg.block_size: every run must see the same blocks")
+    if cfg.block_size is None:
+        raise ValueError("train_family needs cfg.block_size: every run must see the same blocks")
     runs, threads_before = [], torch.get_num_threads()
-    if threads: torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     try:
         for name, config in configs.items():
             lr = (lrs or {}).get(name) or (SCALED[name].learning_rate if name in SCALED else cfg.lr)
@@ -132,21 +200,24 @@ def train_family(configs: dict, cfg: TrainConfig, tokenizer, data, lrs: dict | N
                 train(run_cfg, model=model, tokenizer=tokenizer, data=data)
             blocks = final_blocks or cfg.eval_batches * cfg.batch_size
             runs.append(_record(name, config, run_cfg, model, data, blocks, time.perf_counter() - start))
-            if on_run is not None: on_run(runs[-1])
-    finally: torch.set_num_threads(threads_before)
+            if on_run is not None:
+                on_run(runs[-1])
+    finally:
+        torch.set_num_threads(threads_before)
     return runs
 
 # %% ../nbs/12_scaling.ipynb #a2220127
 @dataclass(frozen=True)
 class PowerLaw:
     "L(x) = a · x^-alpha, which is Kaplan et al.'s (x_c / x)^alpha with x_c = a^(1 / alpha)."
+
     a: float
     alpha: float
 
     @classmethod
     def from_scale(cls, x_c: float, alpha: float) -> PowerLaw:
         "The law (x_c / x)^alpha, as Kaplan et al. write it."
-        return cls(x_c ** alpha, alpha)
+        return cls(x_c**alpha, alpha)
 
     @property
     def x_c(self) -> float:
@@ -154,9 +225,12 @@ class PowerLaw:
         e = math.log(self.a) / self.alpha
         return math.exp(e) if e < 700 else math.inf
 
-    def __call__(self, x): return self.a * np.asarray(x, dtype=float) ** -self.alpha
+    def __call__(self, x):
+        return self.a * np.asarray(x, dtype=float) ** -self.alpha
 
-    def __str__(self): return f"L = {self.a:.3g} · x^-{self.alpha:.4f}"
+    def __str__(self):
+        return f"L = {self.a:.3g} · x^-{self.alpha:.4f}"
+
 
 def _slopes(logx: np.ndarray, logy: np.ndarray):
     "Least-squares slope and intercept of each column of `logy` (points, fits) against `logx`."
@@ -164,61 +238,88 @@ def _slopes(logx: np.ndarray, logy: np.ndarray):
     slope = xm @ (logy - logy.mean(0)) / (xm @ xm)
     return slope, logy.mean(0) - slope * logx.mean()
 
+
 def fit_power_law(x, y) -> PowerLaw:
     "The least-squares fit of `y = (x_c / x) ** alpha` on log-log axes."
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.ndim != 1: raise ValueError(f"x and y must be 1-D and of the same length, got shapes {x.shape} and {y.shape}")
-    if len(np.unique(x)) < 2: raise ValueError(f"a power law needs at least two different x values, got {x.tolist()}")
-    if (x <= 0).any() or (y <= 0).any(): raise ValueError("a power law fit needs positive x and y")
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D and of the same length, got shapes {x.shape} and {y.shape}")
+    if len(np.unique(x)) < 2:
+        raise ValueError(f"a power law needs at least two different x values, got {x.tolist()}")
+    if (x <= 0).any() or (y <= 0).any():
+        raise ValueError("a power law fit needs positive x and y")
     slope, intercept = _slopes(np.log(x), np.log(y)[:, None])
-    if slope[0] == 0: raise ValueError("y does not change with x: no power law to fit")
+    if slope[0] == 0:
+        raise ValueError("y does not change with x: no power law to fit")
     return PowerLaw(float(np.exp(intercept[0])), -float(slope[0]))
+
 
 def bootstrap_power_law(x, block_losses, n: int = 1000, seed: int = 0) -> list[PowerLaw]:
     "Fits to `n` resamplings of the validation blocks (`block_losses`: one row per model, the same blocks in each)."
     x, B = np.asarray(x, dtype=float), np.asarray(block_losses, dtype=float)
-    if B.ndim != 2 or len(B) != len(x): raise ValueError(f"block_losses must have one row per x value ({len(x)}), got shape {B.shape}")
+    if B.ndim != 2 or len(B) != len(x):
+        raise ValueError(f"block_losses must have one row per x value ({len(x)}), got shape {B.shape}")
     idx = np.random.default_rng(seed).integers(0, B.shape[1], size=(n, B.shape[1]))
-    means = B[:, idx].mean(-1)                                                   # (models, n)
+    means = B[:, idx].mean(-1)  # (models, n)
     slope, intercept = _slopes(np.log(x), np.log(means))
     return [PowerLaw(float(np.exp(b)), -float(a)) for a, b in zip(slope, intercept)]
 
 # %% ../nbs/12_scaling.ipynb #e72c9549
-PF_DAY = 1e15 * 24 * 3600            # FLOPs in a petaflop/s-day, the GPT-3 paper's unit of compute
+PF_DAY = 1e15 * 24 * 3600  # FLOPs in a petaflop/s-day, the GPT-3 paper's unit of compute
+
 
 def frontier(runs: list[dict], x: str = "flops", skip: float = 0.0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     "The points (x, validation loss) of `runs`' curves that no point with less `x` beats, and the run each is from."
-    if x not in ("flops", "tokens"): raise ValueError(f"x must be 'flops' or 'tokens', got {x!r}")
-    if not 0 <= skip < 1: raise ValueError(f"skip must be in [0, 1), got {skip}")
-    points = sorted((c, l, r["name"]) for r in runs for c, l in zip(r["curve"][x], r["curve"]["val_loss"])
-                    if c >= skip * r["curve"][x][-1])
+    if x not in ("flops", "tokens"):
+        raise ValueError(f"x must be 'flops' or 'tokens', got {x!r}")
+    if not 0 <= skip < 1:
+        raise ValueError(f"skip must be in [0, 1), got {skip}")
+    points = sorted(
+        (c, l, r["name"])
+        for r in runs
+        for c, l in zip(r["curve"][x], r["curve"]["val_loss"])
+        if c >= skip * r["curve"][x][-1]
+    )
     best, keep = math.inf, []
     for c, l, name in points:
-        if l < best: keep.append((c, l, name)); best = l
+        if l < best:
+            keep.append((c, l, name))
+            best = l
     return np.array([k[0] for k in keep]), np.array([k[1] for k in keep]), [k[2] for k in keep]
 
 # %% ../nbs/12_scaling.ipynb #9ee1f288
 def _figure(figsize=(6.5, 4.5)):
     "A figure the caller owns: made by pyplot (which starts a notebook's inline display), then dropped from its registry."
     import matplotlib.pyplot as plt
+
     fig = plt.figure(figsize=figsize, layout="constrained")
     plt.close(fig)
     return fig, fig.subplots()
 
+
 def _colours(n: int):
     from matplotlib import colormaps
+
     return [colormaps["viridis"](0.9 * i / max(1, n - 1)) for i in range(n)]
 
-def _label(run: dict) -> str: return f"{run['name']} ({run['params'] / 1e3:,.0f}k)"
+
+def _label(run: dict) -> str:
+    return f"{run['name']} ({run['params'] / 1e3:,.0f}k)"
+
 
 def _log_axes(ax, xlabel: str, ylabel: str):
     "Log-log axes whose loss axis reads in plain numbers (a loss axis spans less than a decade)."
     from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
-    ax.set_xscale("log"); ax.set_yscale("log")
-    ax.yaxis.set_major_locator(MaxNLocator(7)); ax.yaxis.set_minor_locator(NullLocator())
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(MaxNLocator(7))
+    ax.yaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-    ax.set_xlabel(xlabel); ax.set_ylabel(ylabel)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
+
 
 def plot_compute(runs: list[dict], x: str = "flops", fit: bool = True, skip: float = 0.25, ax=None):
     "Validation loss of each run against training FLOPs (or tokens), log-log, with the frontier (see `frontier`) and its power law."
@@ -232,12 +333,23 @@ def plot_compute(runs: list[dict], x: str = "flops", fit: bool = True, skip: flo
         if fit and len(set(cx)) > 1:
             law = fit_power_law(cx, cy)
             grid = np.geomspace(cx.min(), cx.max(), 50)
-            ax.plot(grid, law(grid), "k--", lw=1, label=f"L = {law.a:.3g} · {'C' if x == 'flops' else 'D'}^-{law.alpha:.3f}")
+            ax.plot(
+                grid, law(grid), "k--", lw=1, label=f"L = {law.a:.3g} · {'C' if x == 'flops' else 'D'}^-{law.alpha:.3f}"
+            )
     _log_axes(ax, "training FLOPs C" if x == "flops" else "training tokens D", "validation loss (nats/token)")
     return fig
 
-def plot_fit(x, y, law: PowerLaw, fits: list[PowerLaw] | None = None, xlabel: str = "non-embedding parameters N",
-             symbol: str = "N", labels: list[str] | None = None, ax=None):
+
+def plot_fit(
+    x,
+    y,
+    law: PowerLaw,
+    fits: list[PowerLaw] | None = None,
+    xlabel: str = "non-embedding parameters N",
+    symbol: str = "N",
+    labels: list[str] | None = None,
+    ax=None,
+):
     "Final losses `y` against `x` on log-log axes with power law `law` and, given bootstrap `fits`, their 95% band."
     fig, ax = _figure() if ax is None else (ax.figure, ax)
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -250,7 +362,8 @@ def plot_fit(x, y, law: PowerLaw, fits: list[PowerLaw] | None = None, xlabel: st
         label += f"\nα = {law.alpha:.4f} ± {alphas.std():.4f} (bootstrap)"
     ax.plot(grid, law(grid), "--", color="tab:blue", label=label)
     ax.scatter(x, y, c=_colours(len(x)), zorder=3, edgecolors="k")
-    for xi, yi, name in zip(x, y, labels or []): ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    for xi, yi, name in zip(x, y, labels or []):
+        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7)
     _log_axes(ax, xlabel, "final validation loss (nats/token)")
     return fig
 
@@ -259,9 +372,12 @@ def scaling_explorer(runs: list[dict], skip: float = 0.25):
     "A widget: choose runs and the x axis (FLOPs or tokens) of `plot_compute`."
     import ipywidgets as W
     from IPython.display import display
+
     names = [r["name"] for r in sorted(runs, key=lambda r: r["params"])]
     runs_w = W.SelectMultiple(options=names, value=tuple(names), description="runs", rows=min(8, len(names)))
-    axis_w = W.ToggleButtons(options=[("per FLOP", "flops"), ("per token", "tokens")], value="flops", description="x axis")
+    axis_w = W.ToggleButtons(
+        options=[("per FLOP", "flops"), ("per token", "tokens")], value="flops", description="x axis"
+    )
     out = W.Output()
     box = W.VBox([W.HBox([runs_w, axis_w]), out])
     box.controls = {"runs": runs_w, "axis": axis_w}
@@ -270,8 +386,10 @@ def scaling_explorer(runs: list[dict], skip: float = 0.25):
         chosen = [r for r in runs if r["name"] in runs_w.value]
         box.figure = plot_compute(chosen, x=axis_w.value, skip=skip)
         out.clear_output(wait=True)
-        with out: display(box.figure)
+        with out:
+            display(box.figure)
 
-    for w in box.controls.values(): w.observe(redraw, names="value")
+    for w in box.controls.values():
+        w.observe(redraw, names="value")
     redraw()
     return box

@@ -18,22 +18,29 @@ from .modeling import GPT3DevForCausalLM, GPT3DevModel
 __all__ = ['MODEL_CLASSES', 'expose_to_transformers', 'ServeConfig', 'serve_args', 'serve', 'parser', 'main']
 
 # %% ../nbs/14_serve.ipynb #405e44a3
-MODEL_CLASSES = {"GPT3DevModel": GPT3DevModel, "GPT3DevForCausalLM": GPT3DevForCausalLM,
-                 "GPT3DevLMHeadModel": GPT3DevForCausalLM}
+MODEL_CLASSES = {
+    "GPT3DevModel": GPT3DevModel,
+    "GPT3DevForCausalLM": GPT3DevForCausalLM,
+    "GPT3DevLMHeadModel": GPT3DevForCausalLM,
+}
+
 
 def expose_to_transformers() -> list:
     "Set gpt3dev's model classes as attributes of every `transformers` module object the server may look them up in; returns those objects."
-    from transformers.cli.serving import model_manager          # needs transformers' serving extras
+    from transformers.cli.serving import model_manager  # needs transformers' serving extras
+
     modules = {id(m): m for m in (transformers, sys.modules["transformers"], model_manager.transformers)}.values()
     for module in modules:
-        for name, cls in MODEL_CLASSES.items(): setattr(module, name, cls)
+        for name, cls in MODEL_CLASSES.items():
+            setattr(module, name, cls)
     return list(modules)
 
 # %% ../nbs/14_serve.ipynb #2416f429
 @dataclass
 class ServeConfig:
     "What `gpt3dev_serve` starts `transformers serve` with."
-    model: str = arg("", "checkpoint directory or Hub id", "model", hidden=True)      # the positional MODEL
+
+    model: str = arg("", "checkpoint directory or Hub id", "model", hidden=True)  # the positional MODEL
     host: str = arg("127.0.0.1", "address to listen on (0.0.0.0: every interface)", "server")
     port: int = arg(8000, "port to listen on", "server")
     device: str = arg("auto", "device: auto, cpu, cuda, cuda:1, mps", "device and precision")
@@ -41,30 +48,56 @@ class ServeConfig:
     log_level: str = arg("warning", "transformers' log level: debug, info, warning, error", "server")
     enable_cors: bool = arg(False, "answer requests from web pages of any origin (CORS)", "server")
 
+
 def serve_args(cfg: ServeConfig, extra: list[str] = ()) -> list[str]:
     "The `transformers serve` command line for `cfg`, with `extra` options appended unchanged."
-    return ["serve", cfg.model, "--host", cfg.host, "--port", str(cfg.port), "--device", cfg.device, "--dtype", cfg.dtype,
-            "--log-level", cfg.log_level, *(["--enable-cors"] if cfg.enable_cors else []), *extra]
+    return [
+        "serve",
+        cfg.model,
+        "--host",
+        cfg.host,
+        "--port",
+        str(cfg.port),
+        "--device",
+        cfg.device,
+        "--dtype",
+        cfg.dtype,
+        "--log-level",
+        cfg.log_level,
+        *(["--enable-cors"] if cfg.enable_cors else []),
+        *extra,
+    ]
 
 # %% ../nbs/14_serve.ipynb #650fab4f
 def serve(cfg: ServeConfig, extra: list[str] = ()) -> int:
     "Run `transformers serve` on `cfg.model` with gpt3dev's classes visible to it, until it stops; its exit status."
     check_saved(cfg.model)
     from transformers.utils.import_utils import is_serve_available
+
     if not is_serve_available():
-        raise RuntimeError("serving needs transformers' serving extras (fastapi, uvicorn, openai): pip install 'transformers[serving]'")
+        raise RuntimeError(
+            "serving needs transformers' serving extras (fastapi, uvicorn, openai): pip install 'transformers[serving]'"
+        )
     expose_to_transformers()
     from transformers.cli.transformers import app
-    try: app(serve_args(cfg, extra), prog_name="gpt3dev_serve")
-    except SystemExit as e: return e.code if isinstance(e.code, int) else int(e.code is not None)
+
+    try:
+        app(serve_args(cfg, extra), prog_name="gpt3dev_serve")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else int(e.code is not None)
     return 0
+
 
 def parser() -> argparse.ArgumentParser:
     "`gpt3dev_serve`'s arguments: MODEL and `ServeConfig`'s flags."
-    ap = CLIParser(prog="gpt3dev_serve", description="Serve a gpt3dev checkpoint over the OpenAI API with transformers' own server.",
-                   epilog="Any other `transformers serve` option (--continuous-batching, --attn-implementation, ...) is passed on.")
+    ap = CLIParser(
+        prog="gpt3dev_serve",
+        description="Serve a gpt3dev checkpoint over the OpenAI API with transformers' own server.",
+        epilog="Any other `transformers serve` option (--continuous-batching, --attn-implementation, ...) is passed on.",
+    )
     ap.add_argument("model", help="checkpoint directory (config.json, weights, tokenizer) or Hub id")
     return config_parser(ap, ServeConfig)
+
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `gpt3dev_serve`: the server's exit status, 2 for bad input."

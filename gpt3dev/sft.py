@@ -49,14 +49,19 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}<|start|>assistant<|channel|>final<|message|>{%- endif -%}"
 )
 
+
 def with_chat_format(tokenizer):
     "`tokenizer` with the Harmony special tokens and chat template (changed in place, and returned). Idempotent."
     from tokenizers import AddedToken
+
     missing = [t for t in HARMONY_TOKENS if t not in tokenizer.get_vocab()]
-    if missing: tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
+    if missing:
+        tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
     tokenizer.chat_template = CHAT_TEMPLATE
-    if tokenizer.pad_token is None: tokenizer.pad_token = tokenizer.eos_token   # never labelled, so any token serves
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # never labelled, so any token serves
     return tokenizer
+
 
 def stop_token_ids(tokenizer) -> list[int]:
     "Tokens that end the assistant's turn: its answer (`<|return|>`) or a tool call (`<|call|>`)."
@@ -68,9 +73,13 @@ def prepare_chat_model(model, tokenizer):
     with_chat_format(tokenizer)
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         from transformers.utils import logging as hf_logging
-        level = hf_logging.get_verbosity(); hf_logging.set_verbosity_error()    # its note says what this docstring says, on every run
-        try: model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-        finally: hf_logging.set_verbosity(level)
+
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its note says what this docstring says, on every run
+        try:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        finally:
+            hf_logging.set_verbosity(level)
     stops = stop_token_ids(tokenizer)
     model.generation_config.eos_token_id = stops
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -81,115 +90,183 @@ def prepare_chat_model(model, tokenizer):
 class BadRow(ValueError):
     "A row that cannot become a conversation; its message is the reason, as counted in the statistics."
 
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-                  "bing": "assistant", "bard": "assistant", "system": "system", "function_call": "assistant",
-                  "observation": "tool", "tool": "tool", "function": "tool"}
+
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "system": "system",
+    "function_call": "assistant",
+    "observation": "tool",
+    "tool": "tool",
+    "function": "tool",
+}
+
 
 def _text(value, what: str) -> str:
-    if not isinstance(value, str): raise BadRow(f"malformed: {what} is not text")
+    if not isinstance(value, str):
+        raise BadRow(f"malformed: {what} is not text")
     return value
+
 
 def _from_messages(row):
     msgs = row["messages"]
-    if not isinstance(msgs, list): raise BadRow("malformed: messages is not a list")
+    if not isinstance(msgs, list):
+        raise BadRow("malformed: messages is not a list")
     out = []
     for m in msgs:
-        if not isinstance(m, dict) or "role" not in m or "content" not in m: raise BadRow("malformed: a message without role/content")
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise BadRow("malformed: a message without role/content")
         out.append({k: v for k, v in m.items() if k in ("role", "content", "recipient", "name") and v is not None})
     if isinstance(row.get("system"), str) and row["system"] and not (out and out[0]["role"] == "system"):
         out.insert(0, {"role": "system", "content": row["system"]})
     return out
 
+
 def _from_sharegpt(row):
     turns = row["conversations"]
-    if not isinstance(turns, list): raise BadRow("malformed: conversations is not a list")
+    if not isinstance(turns, list):
+        raise BadRow("malformed: conversations is not a list")
     out = []
-    if isinstance(row.get("system"), str) and row["system"]: out.append({"role": "system", "content": row["system"]})
+    if isinstance(row.get("system"), str) and row["system"]:
+        out.append({"role": "system", "content": row["system"]})
     if row.get("tools"):
         tools = row["tools"] if isinstance(row["tools"], str) else json.dumps(row["tools"])
         out.append({"role": "developer", "content": "# Tools\n\n## functions\n\n" + tools})
     last_call = None
     for t in turns:
-        if not isinstance(t, dict) or "from" not in t or "value" not in t: raise BadRow("malformed: a turn without from/value")
+        if not isinstance(t, dict) or "from" not in t or "value" not in t:
+            raise BadRow("malformed: a turn without from/value")
         who = t["from"]
-        if who not in SHAREGPT_ROLES: raise BadRow(f"unknown role {who!r}")
+        if who not in SHAREGPT_ROLES:
+            raise BadRow(f"unknown role {who!r}")
         content = _text(t["value"], f"the value of a {who!r} turn")
         if who == "function_call":
-            try: call = json.loads(content); name, args = call["name"], call.get("arguments", {})
-            except (json.JSONDecodeError, KeyError, TypeError): raise BadRow("malformed: a function call that is not JSON with a name") from None
+            try:
+                call = json.loads(content)
+                name, args = call["name"], call.get("arguments", {})
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise BadRow("malformed: a function call that is not JSON with a name") from None
             last_call = f"functions.{name}"
-            out.append({"role": "assistant", "recipient": last_call, "content": args if isinstance(args, str) else json.dumps(args)})
+            out.append(
+                {
+                    "role": "assistant",
+                    "recipient": last_call,
+                    "content": args if isinstance(args, str) else json.dumps(args),
+                }
+            )
         elif SHAREGPT_ROLES[who] == "tool":
             out.append({"role": "tool", "name": last_call or "functions", "content": content})
-        else: out.append({"role": SHAREGPT_ROLES[who], "content": content})
+        else:
+            out.append({"role": SHAREGPT_ROLES[who], "content": content})
     return out
+
 
 def _from_alpaca(row):
     out = []
-    if isinstance(row.get("system"), str) and row["system"]: out.append({"role": "system", "content": row["system"]})
+    if isinstance(row.get("system"), str) and row["system"]:
+        out.append({"role": "system", "content": row["system"]})
     for pair in row.get("history") or []:
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2): raise BadRow("malformed: a history entry is not a [user, assistant] pair")
-        out += [{"role": "user", "content": _text(pair[0], "history")}, {"role": "assistant", "content": _text(pair[1], "history")}]
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise BadRow("malformed: a history entry is not a [user, assistant] pair")
+        out += [
+            {"role": "user", "content": _text(pair[0], "history")},
+            {"role": "assistant", "content": _text(pair[1], "history")},
+        ]
     instruction, extra = _text(row["instruction"], "instruction"), row.get("input") or ""
     out.append({"role": "user", "content": instruction + ("\n\n" + _text(extra, "input") if extra else "")})
     out.append({"role": "assistant", "content": _text(row["output"], "output")})
     return out
+
 
 def _from_dolly(row):
     context = row.get("context") or ""
     user = _text(row["instruction"], "instruction") + ("\n\n" + _text(context, "context") if context else "")
     return [{"role": "user", "content": user}, {"role": "assistant", "content": _text(row["response"], "response")}]
 
+
 def _from_prompt_completion(row):
-    return [{"role": "user", "content": _text(row["prompt"], "prompt")}, {"role": "assistant", "content": _text(row["completion"], "completion")}]
+    return [
+        {"role": "user", "content": _text(row["prompt"], "prompt")},
+        {"role": "assistant", "content": _text(row["completion"], "completion")},
+    ]
+
 
 def _from_oasst(row):
     "The best-ranked path through an OpenAssistant message tree (rank 0 first; unranked replies in their order)."
     node, out = row["prompt"], []
     while node is not None:
         role = {"prompter": "user", "assistant": "assistant"}.get(node.get("role"))
-        if role is None: raise BadRow(f"unknown role {node.get('role')!r}")
+        if role is None:
+            raise BadRow(f"unknown role {node.get('role')!r}")
         out.append({"role": role, "content": _text(node.get("text"), "an OASST message's text")})
         replies = [r for r in node.get("replies") or [] if isinstance(r, dict) and not r.get("deleted")]
         replies.sort(key=lambda r: r.get("rank") if r.get("rank") is not None else math.inf)
         node = replies[0] if replies else None
-    while out and out[-1]["role"] != "assistant": out.pop()   # a path may end on an unanswered prompt
+    while out and out[-1]["role"] != "assistant":
+        out.pop()  # a path may end on an unanswered prompt
     return out
 
+
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+
 
 def _from_hh(row):
     text = _text(row.get("chosen", row.get("text")), "the transcript")
     parts = _HH_TURN.split("\n\n" + text.lstrip("\n"))
-    if parts[0].strip(): raise BadRow("malformed: text before the first Human:/Assistant: turn")
-    return [{"role": "user" if who == "Human" else "assistant", "content": said.strip()} for who, said in zip(parts[1::2], parts[2::2])]
+    if parts[0].strip():
+        raise BadRow("malformed: text before the first Human:/Assistant: turn")
+    return [
+        {"role": "user" if who == "Human" else "assistant", "content": said.strip()}
+        for who, said in zip(parts[1::2], parts[2::2])
+    ]
 
-FORMATS = {   # checked in this order: the first whose fields a row has is used
+
+FORMATS = {  # checked in this order: the first whose fields a row has is used
     "messages": (lambda r: "messages" in r, _from_messages),
     "sharegpt": (lambda r: "conversations" in r, _from_sharegpt),
     "oasst": (lambda r: isinstance(r.get("prompt"), dict), _from_oasst),
     "alpaca": (lambda r: "instruction" in r and "output" in r, _from_alpaca),
     "dolly": (lambda r: "instruction" in r and "response" in r, _from_dolly),
     "prompt_completion": (lambda r: "prompt" in r and "completion" in r, _from_prompt_completion),
-    "hh": (lambda r: isinstance(r.get("chosen", r.get("text")), str) and "\n\nAssistant:" in r.get("chosen", r.get("text")), _from_hh),
+    "hh": (
+        lambda r: (
+            isinstance(r.get("chosen", r.get("text")), str) and "\n\nAssistant:" in r.get("chosen", r.get("text"))
+        ),
+        _from_hh,
+    ),
 }
+
 
 def detect_format(row) -> str:
     "The name of the format `row` is in (a key of `FORMATS`); `BadRow` if none fits."
-    if not isinstance(row, dict): raise BadRow("malformed: the row is not an object")
+    if not isinstance(row, dict):
+        raise BadRow("malformed: the row is not an object")
     for name, (fits, _) in FORMATS.items():
-        if fits(row): return name
+        if fits(row):
+            return name
     raise BadRow(f"unknown format (fields: {sorted(row)[:8]})")
+
 
 def check_messages(messages: list[dict]) -> list[dict]:
     "`messages` if they make a conversation to train on; otherwise `BadRow` with the reason."
-    if not messages: raise BadRow("no messages")
+    if not messages:
+        raise BadRow("no messages")
     for m in messages:
-        if m["role"] not in ROLES: raise BadRow(f"unknown role {m['role']!r}")
-        if not isinstance(m["content"], str): raise BadRow(f"malformed: a {m['role']} message's content is not text")
-        if m["role"] == "assistant" and not m["content"].strip(): raise BadRow("empty assistant message")
-    if not any(m["role"] == "assistant" for m in messages): raise BadRow("no assistant turn")
+        if m["role"] not in ROLES:
+            raise BadRow(f"unknown role {m['role']!r}")
+        if not isinstance(m["content"], str):
+            raise BadRow(f"malformed: a {m['role']} message's content is not text")
+        if m["role"] == "assistant" and not m["content"].strip():
+            raise BadRow("empty assistant message")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise BadRow("no assistant turn")
     return messages
+
 
 def to_messages(row) -> list[dict]:
     "`[{'role', 'content'}, …]` from a row in any supported format; `BadRow` (a `ValueError`) says why not."
@@ -198,30 +275,41 @@ def to_messages(row) -> list[dict]:
 # %% ../nbs/07b_sft.ipynb #6892d022
 DEFAULT_FILTERS = {
     "chain_of_thought": [r"<think>|</think>", r"\blet'?s think step by step\b", r"\bchain of thought\b"],
-    "refusal": [r"\bI(?:'m| am) (?:sorry|afraid),? but I (?:can(?:no|')t|am unable|won't)\b",
-                r"\bI (?:can(?:no|')t|am unable to|won't) (?:help|assist|comply|provide) (?:you )?with (?:that|this)\b"],
+    "refusal": [
+        r"\bI(?:'m| am) (?:sorry|afraid),? but I (?:can(?:no|')t|am unable|won't)\b",
+        r"\bI (?:can(?:no|')t|am unable to|won't) (?:help|assist|comply|provide) (?:you )?with (?:that|this)\b",
+    ],
     "as_an_ai": [r"\bas an AI\b", r"\bas a (?:large )?language model\b", r"\bI(?:'m| am) (?:just )?an AI\b"],
 }
+
 
 @dataclass
 class Filters:
     "What to drop: pattern lists by name (matched in assistant messages), lengths in characters, duplicates."
+
     patterns: dict = field(default_factory=lambda: dict(DEFAULT_FILTERS))
     min_chars: int = 1
     max_chars: int = 100_000
     dedup: bool = True
 
     def __post_init__(self):
-        self.compiled = {name: re.compile("|".join(f"(?:{p})" for p in pats), re.IGNORECASE) for name, pats in self.patterns.items() if pats}
+        self.compiled = {
+            name: re.compile("|".join(f"(?:{p})" for p in pats), re.IGNORECASE)
+            for name, pats in self.patterns.items()
+            if pats
+        }
 
     def reason(self, messages: list[dict]) -> str | None:
         "Why `messages` is dropped, or None to keep it."
         n = sum(len(m["content"]) for m in messages)
-        if n < self.min_chars: return "too short"
-        if n > self.max_chars: return "too long"
+        if n < self.min_chars:
+            return "too short"
+        if n > self.max_chars:
+            return "too long"
         answers = "\n".join(m["content"] for m in messages if m["role"] == "assistant")
         for name, rx in self.compiled.items():
-            if rx.search(answers): return name
+            if rx.search(answers):
+                return name
         return None
 
 # %% ../nbs/07b_sft.ipynb #c0e35858
@@ -229,62 +317,101 @@ def read_rows(spec: str):
     "The rows (dicts) of a data spec: a .json list, .jsonl or .parquet file, or `hf:NAME[:CONFIG][:SPLIT]`."
     if spec.startswith("hf:"):
         from datasets import load_dataset
+
         name, config, split = (spec[3:].split(":") + [None, None])[:3]
         yield from load_dataset(name, config or None, split=split or "train")
         return
     path = Path(spec).expanduser()
-    if not path.is_file(): raise FileNotFoundError(f"SFT data {spec!r}: no such file")
+    if not path.is_file():
+        raise FileNotFoundError(f"SFT data {spec!r}: no such file")
     try:
-        if path.suffix == ".jsonl": yield from read_jsonl(path, bad=lambda message: BadRow(f"malformed: a line that is not a JSON object ({message})"))
+        if path.suffix == ".jsonl":
+            yield from read_jsonl(
+                path, bad=lambda message: BadRow(f"malformed: a line that is not a JSON object ({message})")
+            )
         elif path.suffix == ".json":
-            try: rows = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e: raise ValueError(f"SFT data {path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-            if isinstance(rows, dict):    # {"train": [...]} or {"data": [...]}
+            try:
+                rows = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"SFT data {path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+            if isinstance(rows, dict):  # {"train": [...]} or {"data": [...]}
                 rows = next((v for v in rows.values() if isinstance(v, list)), None)
-            if not isinstance(rows, list): raise ValueError(f"SFT data {path}: expected a JSON list of rows")
+            if not isinstance(rows, list):
+                raise ValueError(f"SFT data {path}: expected a JSON list of rows")
             yield from rows
         elif path.suffix == ".parquet":
             import pyarrow.parquet as pq
-            for batch in pq.ParquetFile(path).iter_batches(): yield from batch.to_pylist()
-        else: raise ValueError(f"SFT data {path}: unsupported type {path.suffix!r} (use .json, .jsonl, .parquet or hf:NAME)")
-    except OSError as e: raise ValueError(f"SFT data {path} cannot be read: {e.strerror or e}") from None
+
+            for batch in pq.ParquetFile(path).iter_batches():
+                yield from batch.to_pylist()
+        else:
+            raise ValueError(
+                f"SFT data {path}: unsupported type {path.suffix!r} (use .json, .jsonl, .parquet or hf:NAME)"
+            )
+    except OSError as e:
+        raise ValueError(f"SFT data {path} cannot be read: {e.strerror or e}") from None
+
 
 def _key(messages) -> str:
-    return hashlib.blake2b(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        json.dumps(messages, sort_keys=True, ensure_ascii=False).encode(), digest_size=16
+    ).hexdigest()
 
-def load_conversations(specs: list[str], caps: list[int | None] | None = None, weights: list[float] | None = None,
-                       filters: Filters | None = None, seed: int = 0) -> tuple[list[dict], dict]:
+
+def load_conversations(
+    specs: list[str],
+    caps: list[int | None] | None = None,
+    weights: list[float] | None = None,
+    filters: Filters | None = None,
+    seed: int = 0,
+) -> tuple[list[dict], dict]:
     "Conversations `{'messages', 'source'}` from `specs`, converted, filtered, deduplicated and mixed; and `{spec: Counter}` statistics."
     filters = filters or Filters()
     caps, weights = caps or [None] * len(specs), weights or [1.0] * len(specs)
     if not len(caps) == len(weights) == len(specs):
-        raise ValueError(f"{len(specs)} datasets need as many caps and weights, got {len(caps)} caps and {len(weights)} weights")
+        raise ValueError(
+            f"{len(specs)} datasets need as many caps and weights, got {len(caps)} caps and {len(weights)} weights"
+        )
     seen, out, stats = set(), [], {}
     for spec, cap, weight in zip(specs, caps, weights):
-        if weight < 0: raise ValueError(f"dataset {spec!r}: weight must be >= 0, got {weight}")
+        if weight < 0:
+            raise ValueError(f"dataset {spec!r}: weight must be >= 0, got {weight}")
         st, kept = Counter(), []
         for row in read_rows(spec):
             st["rows"] += 1
             try:
-                if isinstance(row, BadRow): raise row
+                if isinstance(row, BadRow):
+                    raise row
                 msgs = to_messages(row)
             except BadRow as e:
                 reason = str(e).split(' (')[0]
-                if reason.startswith("malformed") and not any(k.startswith("dropped: malformed") for k in st):   # say where, once per file
+                if reason.startswith("malformed") and not any(
+                    k.startswith("dropped: malformed") for k in st
+                ):  # say where, once per file
                     print(f"warning: {spec}: {e}; rows like it are dropped and counted", file=sys.stderr)
-                st[f"dropped: {reason}"] += 1; continue
-            if (why := filters.reason(msgs)) is not None: st[f"dropped: {why}"] += 1; continue
+                st[f"dropped: {reason}"] += 1
+                continue
+            if (why := filters.reason(msgs)) is not None:
+                st[f"dropped: {why}"] += 1
+                continue
             if filters.dedup:
                 k = _key(msgs)
-                if k in seen: st["dropped: duplicate"] += 1; continue
+                if k in seen:
+                    st["dropped: duplicate"] += 1
+                    continue
                 seen.add(k)
             kept.append(msgs)
-        if not st["rows"]: raise ValueError(f"SFT data {spec!r} holds no rows")
-        rng = random.Random(f"{seed}|{spec if spec.startswith('hf:') else Path(spec).name}")   # the same choice wherever the file lives
+        if not st["rows"]:
+            raise ValueError(f"SFT data {spec!r} holds no rows")
+        rng = random.Random(
+            f"{seed}|{spec if spec.startswith('hf:') else Path(spec).name}"
+        )  # the same choice wherever the file lives
         rng.shuffle(kept)
         n = len(kept) * int(weight) + round(len(kept) * (weight - int(weight)))
         chosen = (kept * math.ceil(weight))[:n] if weight >= 1 else kept[:n]
-        if cap is not None and len(chosen) > cap: st["dropped: cap"] += len(chosen) - cap; chosen = chosen[:cap]
+        if cap is not None and len(chosen) > cap:
+            st["dropped: cap"] += len(chosen) - cap
+            chosen = chosen[:cap]
         st["kept"] = len(chosen)
         stats[spec] = st
         out += [{"messages": m, "source": spec} for m in chosen]
@@ -295,15 +422,21 @@ def load_conversations(specs: list[str], caps: list[int | None] | None = None, w
 def plot_filter_stats(stats: dict):
     "A matplotlib figure of `load_conversations`' statistics: a stacked bar per dataset, kept and dropped by reason."
     import matplotlib.pyplot as plt
+
     names = [Path(s).name if not s.startswith("hf:") else s for s in stats]
     reasons = sorted({k for st in stats.values() for k in st if k.startswith("dropped")})
     fig, ax = plt.subplots(figsize=(9, 0.6 + 0.55 * len(stats)))
     left = [0] * len(stats)
     for label in ["kept", *reasons]:
         vals = [st.get(label, 0) for st in stats.values()]
-        ax.barh(names, vals, left=left, label=label.replace("dropped: ", ""), color="tab:green" if label == "kept" else None)
+        ax.barh(
+            names, vals, left=left, label=label.replace("dropped: ", ""), color="tab:green" if label == "kept" else None
+        )
         left = [a + b for a, b in zip(left, vals)]
-    ax.set_xlabel("conversations"); ax.invert_yaxis(); ax.legend(fontsize=8, loc="lower right"); ax.set_title("what the filters kept")
+    ax.set_xlabel("conversations")
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("what the filters kept")
     fig.tight_layout()
     return fig
 
@@ -311,49 +444,73 @@ def plot_filter_stats(stats: dict):
 def tokenize_chats(tokenizer, conversations: list[list[dict]], max_length: int | None = None) -> list[dict]:
     "`tokenize_chat` for many conversations at once (the tokenizer encodes them as one batch, in parallel)."
     from transformers.utils.chat_template_utils import render_jinja_template
-    if not getattr(tokenizer, "chat_template", None): raise ValueError("the tokenizer has no chat template: call with_chat_format(tokenizer) first")
-    if not conversations: return []
-    texts, all_spans = render_jinja_template(conversations=conversations, chat_template=tokenizer.chat_template,
-                                             return_assistant_tokens_mask=True, **tokenizer.special_tokens_map)
+
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the tokenizer has no chat template: call with_chat_format(tokenizer) first")
+    if not conversations:
+        return []
+    texts, all_spans = render_jinja_template(
+        conversations=conversations,
+        chat_template=tokenizer.chat_template,
+        return_assistant_tokens_mask=True,
+        **tokenizer.special_tokens_map,
+    )
     enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     out = []
     for ids, offsets, spans in zip(enc["input_ids"], enc["offset_mapping"], all_spans):
         labels, s = [], 0
         for tid, (start, end) in zip(ids, offsets):
-            while s < len(spans) and start >= spans[s][1]: s += 1
+            while s < len(spans) and start >= spans[s][1]:
+                s += 1
             inside = s < len(spans) and spans[s][0] <= start and end <= spans[s][1] and end > start
             labels.append(tid if inside else -100)
-        if max_length is not None: ids, labels = ids[:max_length], labels[:max_length]
+        if max_length is not None:
+            ids, labels = ids[:max_length], labels[:max_length]
         out.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
     return out
+
 
 def tokenize_chat(tokenizer, messages: list[dict], max_length: int | None = None) -> dict:
     "`input_ids`, `attention_mask` and `labels` of a conversation; labels are -100 except on the assistant's content and closing tokens."
     return tokenize_chats(tokenizer, [messages], max_length)[0]
 
 # %% ../nbs/07b_sft.ipynb #07cfb3d4
-PAD_SEGMENT = -1   # document id of a packed block's padding: a segment of its own, never labelled
+PAD_SEGMENT = -1  # document id of a packed block's padding: a segment of its own, never labelled
+
 
 def pack(examples: list[dict], block_size: int, pad_id: int) -> list[dict]:
     "Examples (from `tokenize_chat`) packed best-fit-decreasing into blocks of `block_size`: input_ids, labels, document_ids."
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
-    bins, free = [], []           # `free`: sorted (room left, block index)
+    bins, free = [], []  # `free`: sorted (room left, block index)
     for i in order:
         n = len(examples[i]["input_ids"])
-        if n > block_size: raise ValueError(f"an example of {n} tokens does not fit a block of {block_size}: tokenize with max_length")
-        j = bisect.bisect_left(free, (n, -1))                  # the fullest block with room for n
+        if n > block_size:
+            raise ValueError(f"an example of {n} tokens does not fit a block of {block_size}: tokenize with max_length")
+        j = bisect.bisect_left(free, (n, -1))  # the fullest block with room for n
         if j < len(free):
-            room, b = free.pop(j); bins[b].append(i); bisect.insort(free, (room - n, b))
+            room, b = free.pop(j)
+            bins[b].append(i)
+            bisect.insort(free, (room - n, b))
         else:
-            bins.append([i]); bisect.insort(free, (block_size - n, len(bins) - 1))
+            bins.append([i])
+            bisect.insort(free, (block_size - n, len(bins) - 1))
     blocks = []
     for members in bins:
         ids, labels, docs = [], [], []
         for d, i in enumerate(members):
-            ids += examples[i]["input_ids"]; labels += examples[i]["labels"]; docs += [d] * len(examples[i]["input_ids"])
+            ids += examples[i]["input_ids"]
+            labels += examples[i]["labels"]
+            docs += [d] * len(examples[i]["input_ids"])
         pad = block_size - len(ids)
-        blocks.append({"input_ids": ids + [pad_id] * pad, "labels": labels + [-100] * pad, "document_ids": docs + [PAD_SEGMENT] * pad})
+        blocks.append(
+            {
+                "input_ids": ids + [pad_id] * pad,
+                "labels": labels + [-100] * pad,
+                "document_ids": docs + [PAD_SEGMENT] * pad,
+            }
+        )
     return blocks
+
 
 def collate(items: list[dict], pad_id: int) -> dict:
     "A batch of tensors: packed blocks stacked, or examples right-padded to the longest with an attention mask."
@@ -361,21 +518,29 @@ def collate(items: list[dict], pad_id: int) -> dict:
         return {k: torch.tensor([it[k] for it in items]) for k in ("input_ids", "labels", "document_ids")}
     n = max(len(it["input_ids"]) for it in items)
     pad = lambda seq, v: seq + [v] * (n - len(seq))
-    return {"input_ids": torch.tensor([pad(it["input_ids"], pad_id) for it in items]),
-            "labels": torch.tensor([pad(it["labels"], -100) for it in items]),
-            "attention_mask": torch.tensor([pad([1] * len(it["input_ids"]), 0) for it in items])}
+    return {
+        "input_ids": torch.tensor([pad(it["input_ids"], pad_id) for it in items]),
+        "labels": torch.tensor([pad(it["labels"], -100) for it in items]),
+        "attention_mask": torch.tensor([pad([1] * len(it["input_ids"]), 0) for it in items]),
+    }
+
 
 def padding_share(batches: list[dict]) -> float:
     "The share of the positions in `batches` that hold padding rather than a conversation's token."
     total = sum(b["input_ids"].numel() for b in batches)
-    pad = sum(int((b["document_ids"] == PAD_SEGMENT).sum()) if "document_ids" in b else int((b["attention_mask"] == 0).sum()) for b in batches)
+    pad = sum(
+        int((b["document_ids"] == PAD_SEGMENT).sum()) if "document_ids" in b else int((b["attention_mask"] == 0).sum())
+        for b in batches
+    )
     return pad / total
 
 # %% ../nbs/07b_sft.ipynb #42d3b305
 class ChatStream:
     "Endless batches of SFT items in a seeded order per epoch, sharded by rank; `state_dict()` is its position."
+
     def __init__(self, items: list[dict], pad_id: int, seed: int = 0, rank: int = 0, world_size: int = 1):
-        if len(items) < world_size: raise ValueError(f"{len(items)} SFT blocks cannot be shared by {world_size} processes")
+        if len(items) < world_size:
+            raise ValueError(f"{len(items)} SFT blocks cannot be shared by {world_size} processes")
         self.items, self.pad_id, self.seed, self.rank, self.world = items, pad_id, seed, rank, world_size
         self.epoch, self.pos, self._order = 0, 0, None
 
@@ -383,15 +548,18 @@ class ChatStream:
         "This rank's share of the current epoch's order of items."
         if self._order is None or self._order[0] != self.epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            self._order = (self.epoch, torch.randperm(len(self.items), generator=g).tolist()[self.rank::self.world])
+            self._order = (self.epoch, torch.randperm(len(self.items), generator=g).tolist()[self.rank :: self.world])
         return self._order[1]
 
     def batch(self, n: int) -> dict:
         "The next `n` items, collated (a new epoch starts, in a new order, when this one runs out)."
         out = []
         while len(out) < n:
-            if self.pos >= len(self.order()): self.epoch, self.pos = self.epoch + 1, 0; continue
-            out.append(self.items[self.order()[self.pos]]); self.pos += 1
+            if self.pos >= len(self.order()):
+                self.epoch, self.pos = self.epoch + 1, 0
+                continue
+            out.append(self.items[self.order()[self.pos]])
+            self.pos += 1
         return collate(out, self.pad_id)
 
     def state_dict(self) -> dict:
@@ -401,26 +569,43 @@ class ChatStream:
     def load_state_dict(self, state: dict):
         "Continue from a position `state_dict` gave; the items must be the same in number."
         if state.get("items") != len(self.items):
-            raise ValueError(f"the checkpoint's data had {state.get('items')} SFT blocks, this run has {len(self.items)}: same data and settings needed to resume")
+            raise ValueError(
+                f"the checkpoint's data had {state.get('items')} SFT blocks, this run has {len(self.items)}: same data and settings needed to resume"
+            )
         self.epoch, self.pos = state["epoch"], state["pos"]
 
 # %% ../nbs/07b_sft.ipynb #5ee09195
 @dataclass
 class SFTConfig(TrainConfig):
     "Settings of a fine-tuning run: a base model, chat datasets, and the trainer's settings."
-    model: str = arg("", "the base checkpoint to fine-tune: a directory or Hub id", "model", aliases=("--init-from",), required=True)
+
+    model: str = arg(
+        "", "the base checkpoint to fine-tune: a directory or Hub id", "model", aliases=("--init-from",), required=True
+    )
     out: str = rearg(TrainConfig, "out", "runs/sft")
-    preset: str = rearg(TrainConfig, "preset", "tiny", hidden=True)                 # the base model decides these three
+    preset: str = rearg(TrainConfig, "preset", "tiny", hidden=True)  # the base model decides these three
     dropout: float = rearg(TrainConfig, "dropout", 0.0, hidden=True)
     tokenizer: str = rearg(TrainConfig, "tokenizer", "embedded", hidden=True)
     data_weights: list | None = rearg(TrainConfig, "data_weights", None, hidden=True)  # --weights mixes chat datasets
-    shuffle_buffer: int = rearg(TrainConfig, "shuffle_buffer", 0, hidden=True)        # conversations are shuffled by the chat stream
+    shuffle_buffer: int = rearg(
+        TrainConfig, "shuffle_buffer", 0, hidden=True
+    )  # conversations are shuffled by the chat stream
     verify_data: bool = rearg(TrainConfig, "verify_data", False, hidden=True)
     block_size: int | None = rearg(TrainConfig, "block_size", None, shown="the model's context, at most 1024")
-    data: list = rearg(TrainConfig, "data", [], "chat datasets: .json, .jsonl or .parquet files, or hf:NAME[:CONFIG][:SPLIT]", required=True)
+    data: list = rearg(
+        TrainConfig,
+        "data",
+        [],
+        "chat datasets: .json, .jsonl or .parquet files, or hf:NAME[:CONFIG][:SPLIT]",
+        required=True,
+    )
     caps: list | None = arg(None, "most conversations taken from each dataset (0: all)", "data", type=int, shown="all")
-    weights: list | None = arg(None, "share of each dataset: 0.5 takes half of it, 2 takes it twice", "data", type=float, shown="1 each")
-    filters: list | None = arg(None, "content filters to apply, by name (the flag alone: none)", "data", type=str, nargs="*", shown="all")
+    weights: list | None = arg(
+        None, "share of each dataset: 0.5 takes half of it, 2 takes it twice", "data", type=float, shown="1 each"
+    )
+    filters: list | None = arg(
+        None, "content filters to apply, by name (the flag alone: none)", "data", type=str, nargs="*", shown="all"
+    )
     min_chars: int = arg(1, "drop conversations with fewer characters", "data")
     max_chars: int = arg(100_000, "drop conversations with more characters", "data")
     dedup: bool = arg(True, "drop repeated conversations", "data")
@@ -428,14 +613,20 @@ class SFTConfig(TrainConfig):
     system: str | None = arg(None, "a system message put before every conversation that has none", "data")
     epochs: float = arg(3.0, "passes over the training conversations (when --total-tokens is 0)", "schedule")
     total_tokens: int = rearg(TrainConfig, "total_tokens", 0, "tokens to train on (0: from --epochs)")
-    warmup_tokens: int = rearg(TrainConfig, "warmup_tokens", -1, "tokens of linear learning-rate warmup (-1: 3% of the budget)")
+    warmup_tokens: int = rearg(
+        TrainConfig, "warmup_tokens", -1, "tokens of linear learning-rate warmup (-1: 3% of the budget)"
+    )
     lr: float | None = rearg(TrainConfig, "lr", 5e-5, shown=None)
-    seed: int = rearg(TrainConfig, "seed", 0, "seed of the data order and mix, the chat tokens' new embedding rows, and dropout")
+    seed: int = rearg(
+        TrainConfig, "seed", 0, "seed of the data order and mix, the chat tokens' new embedding rows, and dropout"
+    )
     batch_size: int = rearg(TrainConfig, "batch_size", 8)
     eval_steps: int = rearg(TrainConfig, "eval_steps", 50)
     ckpt_steps: int = rearg(TrainConfig, "ckpt_steps", 100)
     gen_steps: int = rearg(TrainConfig, "gen_steps", 100)
-    gen_prompt: str = arg("Give three tips for staying healthy.", "the user turn answered in each sample", "evaluation", resume_free=True)
+    gen_prompt: str = arg(
+        "Give three tips for staying healthy.", "the user turn answered in each sample", "evaluation", resume_free=True
+    )
 
     def check(self):
         "Raise a `ValueError` naming the setting if a value cannot work (the budget must have been worked out)."
@@ -443,19 +634,26 @@ class SFTConfig(TrainConfig):
 
     def check_sft(self):
         "Raise a `ValueError` naming the fine-tuning setting if a value cannot work."
-        if not (self.model or self.init_from): raise ValueError("--model is required: the base checkpoint to fine-tune")
-        if not self.data: raise ValueError("--data is required: one or more datasets (files or hf:NAME)")
-        if not self.epochs > 0: raise ValueError(f"--epochs must be > 0, got {self.epochs}")
+        if not (self.model or self.init_from):
+            raise ValueError("--model is required: the base checkpoint to fine-tune")
+        if not self.data:
+            raise ValueError("--data is required: one or more datasets (files or hf:NAME)")
+        if not self.epochs > 0:
+            raise ValueError(f"--epochs must be > 0, got {self.epochs}")
         unknown = set(self.filters or []) - set(DEFAULT_FILTERS)
-        if unknown: raise ValueError(f"--filters: unknown filter {sorted(unknown)[0]!r}: choose from {list(DEFAULT_FILTERS)}")
+        if unknown:
+            raise ValueError(f"--filters: unknown filter {sorted(unknown)[0]!r}: choose from {list(DEFAULT_FILTERS)}")
         for name in ("caps", "weights"):
             if getattr(self, name) and len(getattr(self, name)) != len(self.data):
                 raise ValueError(f"--{name}: {len(getattr(self, name))} values for {len(self.data)} datasets")
-        if any(c < 0 for c in self.caps or []): raise ValueError(f"--caps must be >= 0 (0: no cap), got {self.caps}")
+        if any(c < 0 for c in self.caps or []):
+            raise ValueError(f"--caps must be >= 0 (0: no cap), got {self.caps}")
         return self
+
 
 def _held_out(messages, share: float) -> bool:
     return int(_key(messages), 16) / 16**32 < share
+
 
 def build_sft_data(cfg: SFTConfig, tokenizer, block: int, world_size: int = 1):
     "Conversations read, filtered, tokenized and packed (or not) for `cfg`: `(data(split, rank, world_size), train items, stats)`."
@@ -464,22 +662,41 @@ def build_sft_data(cfg: SFTConfig, tokenizer, block: int, world_size: int = 1):
     caps = [c or None for c in cfg.caps] if cfg.caps else None
     convs, stats = load_conversations(cfg.data, caps, cfg.weights, filters, cfg.seed)
     splits = {"train": [], "validation": []}
-    with_system = lambda msgs: [{"role": "system", "content": cfg.system}, *msgs] if cfg.system and msgs[0]["role"] != "system" else msgs
-    exs = [e for i in range(0, len(convs), 1024) for e in tokenize_chats(tokenizer, [with_system(c["messages"]) for c in convs[i:i + 1024]], block)]
+    with_system = lambda msgs: (
+        [{"role": "system", "content": cfg.system}, *msgs] if cfg.system and msgs[0]["role"] != "system" else msgs
+    )
+    exs = [
+        e
+        for i in range(0, len(convs), 1024)
+        for e in tokenize_chats(tokenizer, [with_system(c["messages"]) for c in convs[i : i + 1024]], block)
+    ]
     for c, ex in zip(convs, exs):
         if all(l == -100 for l in ex["labels"]):
-            stats[c["source"]]["dropped: no answer within block"] += 1; stats[c["source"]]["kept"] -= 1; continue
+            stats[c["source"]]["dropped: no answer within block"] += 1
+            stats[c["source"]]["kept"] -= 1
+            continue
         splits["validation" if _held_out(c["messages"], cfg.val_share) else "train"].append(ex)
-    if not splits["validation"] and len(splits["train"]) > 1: splits["validation"].append(splits["train"].pop())
+    if not splits["validation"] and len(splits["train"]) > 1:
+        splits["validation"].append(splits["train"].pop())
     survived = len(splits["train"]) + len(splits["validation"])
     if len(splits["train"]) < world_size or not splits["validation"]:
-        dropped = sum((Counter({k[9:]: v for k, v in st.items() if k.startswith("dropped: ")}) for st in stats.values()), Counter())
-        raise ValueError(f"only {survived} conversation(s) survived conversion and filters: fine-tuning needs at least {world_size + 1} "
-                         f"({world_size} to train on, one held out for validation); dropped: {dict(dropped)}")
+        dropped = sum(
+            (Counter({k[9:]: v for k, v in st.items() if k.startswith("dropped: ")}) for st in stats.values()),
+            Counter(),
+        )
+        raise ValueError(
+            f"only {survived} conversation(s) survived conversion and filters: fine-tuning needs at least {world_size + 1} "
+            f"({world_size} to train on, one held out for validation); dropped: {dict(dropped)}"
+        )
     items = {k: pack(v, block, tokenizer.pad_token_id) if cfg.pack else v for k, v in splits.items()}
+
     def data(split, rank, world):
-        return ChatStream(items[split], tokenizer.pad_token_id, seed=cfg.seed + (split == "validation"), rank=rank, world_size=world)
+        return ChatStream(
+            items[split], tokenizer.pad_token_id, seed=cfg.seed + (split == "validation"), rank=rank, world_size=world
+        )
+
     return data, items["train"], stats
+
 
 def sft(cfg: SFTConfig) -> dict:
     "Fine-tune `cfg.model` on `cfg.data` in the Harmony chat format; returns the last step's metrics."
@@ -488,27 +705,42 @@ def sft(cfg: SFTConfig) -> dict:
     prepare_chat_model(model, tokenizer)
     model.train()
     context = context_length(model) or 1024
-    if cfg.block_size and cfg.block_size > context: raise ValueError(f"--block-size {cfg.block_size} exceeds the model's context of {context}")
+    if cfg.block_size and cfg.block_size > context:
+        raise ValueError(f"--block-size {cfg.block_size} exceeds the model's context of {context}")
     block = min(cfg.block_size or 1024, context)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     data, train_items, stats = build_sft_data(cfg, tokenizer, block, world)
     per_step = cfg.batch_size * cfg.acc * world
-    if not cfg.total_tokens: cfg.total_tokens = max(1, round(cfg.epochs * math.ceil(len(train_items) / per_step))) * per_step * block
-    if cfg.warmup_tokens < 0: cfg.warmup_tokens = int(0.03 * cfg.total_tokens)
+    if not cfg.total_tokens:
+        cfg.total_tokens = max(1, round(cfg.epochs * math.ceil(len(train_items) / per_step))) * per_step * block
+    if cfg.warmup_tokens < 0:
+        cfg.warmup_tokens = int(0.03 * cfg.total_tokens)
     cfg.block_size = block
     cfg.check()
-    check_out(cfg)                                       # before the statistics go into --out: a finished run there is refused untouched
+    check_out(cfg)  # before the statistics go into --out: a finished run there is refused untouched
     if int(os.environ.get("RANK", "0")) == 0:
-        out = Path(cfg.out); out.mkdir(parents=True, exist_ok=True)
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "data_stats.json").write_text(json.dumps({k: dict(v) for k, v in stats.items()}, indent=2))
-        fig = plot_filter_stats(stats); fig.savefig(out / "data_filters.png", dpi=100)
-        import matplotlib.pyplot as plt; plt.close(fig)
-        for spec, st in stats.items(): print(f"{spec}: kept {st['kept']} of {st['rows']}", {k[9:]: v for k, v in st.items() if k.startswith("dropped")})
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": cfg.gen_prompt}], add_generation_prompt=True, return_dict=False)
+        fig = plot_filter_stats(stats)
+        fig.savefig(out / "data_filters.png", dpi=100)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        for spec, st in stats.items():
+            print(
+                f"{spec}: kept {st['kept']} of {st['rows']}",
+                {k[9:]: v for k, v in st.items() if k.startswith("dropped")},
+            )
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": cfg.gen_prompt}], add_generation_prompt=True, return_dict=False
+    )
     return train(cfg, model=model, tokenizer=tokenizer, data=data, sample_prompt=list(prompt))
 
 # %% ../nbs/07b_sft.ipynb #565a391e
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `gpt3dev_sft`: 0 on success, 2 for bad input, 3 when training had to stop."
-    ap = CLIParser(prog="gpt3dev_sft", description="Fine-tune a causal LM to chat (Harmony format) on instruction datasets.")
+    ap = CLIParser(
+        prog="gpt3dev_sft", description="Fine-tune a causal LM to chat (Harmony format) on instruction datasets."
+    )
     return run_cli(ap, SFTConfig, sft, argv)

@@ -30,7 +30,16 @@ import torch
 import torch.distributed as dist
 
 from .config import PRESETS, GPT3DevConfig, flops_per_token
-from .core import arg, CLIParser, get_device, load_pretrained, quiet_transformers, read_jsonl, run_cli, seed_everything
+from gpt3dev.core import (
+    arg,
+    CLIParser,
+    get_device,
+    load_pretrained,
+    quiet_transformers,
+    read_jsonl,
+    run_cli,
+    seed_everything,
+)
 from .data import Prefetcher, TokenStream, load_tokenizer
 from .modeling import GPT3DevForCausalLM
 
@@ -44,87 +53,187 @@ __all__ = ['PEAK_BF16_FLOPS', 'TrainConfig', 'lr_at', 'save_checkpoint', 'latest
 @dataclass
 class TrainConfig:
     "Settings of a pretraining run."
-    out: str = arg("runs/tiny", "the run's folder: metrics.jsonl, checkpoints, the Hugging Face export hf/, loss.png", "logging and checkpoints")
-    preset: str = arg("tiny", "model size: a row of the GPT-3 paper's table (gpt3-small ... gpt3-175b) or tiny", "model")
-    init_from: str | None = arg(None, "start from this checkpoint (directory or Hub id) instead of a fresh --preset model", "model", shown="a fresh model")
+
+    out: str = arg(
+        "runs/tiny",
+        "the run's folder: metrics.jsonl, checkpoints, the Hugging Face export hf/, loss.png",
+        "logging and checkpoints",
+    )
+    preset: str = arg(
+        "tiny", "model size: a row of the GPT-3 paper's table (gpt3-small ... gpt3-175b) or tiny", "model"
+    )
+    init_from: str | None = arg(
+        None,
+        "start from this checkpoint (directory or Hub id) instead of a fresh --preset model",
+        "model",
+        shown="a fresh model",
+    )
     dropout: float = arg(0.0, "residual, attention and embedding dropout of a new model", "model")
-    cross_doc_attention: bool = arg(True, "attention may cross the boundaries of documents packed into one sequence", "model")
-    data: list = arg(["embedded"], "training text: embedded, folders made by gpt3dev_prepare, files, folders or globs of "
-                     ".txt/.jsonl/.parquet, or hf:NAME[:CONFIG]", "data")
+    cross_doc_attention: bool = arg(
+        True, "attention may cross the boundaries of documents packed into one sequence", "model"
+    )
+    data: list = arg(
+        ["embedded"],
+        "training text: embedded, folders made by gpt3dev_prepare, files, folders or globs of "
+        ".txt/.jsonl/.parquet, or hf:NAME[:CONFIG]",
+        "data",
+    )
     data_weights: list | None = arg(None, "sampling weight of each --data source", "data", type=float, shown="equal")
-    tokenizer: str = arg("embedded", "embedded[:VOCAB] (trained on the embedded corpus), a tokenizer directory or a Hub id", "data")
+    tokenizer: str = arg(
+        "embedded", "embedded[:VOCAB] (trained on the embedded corpus), a tokenizer directory or a Hub id", "data"
+    )
     block_size: int | None = arg(None, "tokens per training sequence", "data", shown="the model's n_positions")
-    val_share: float = arg(0.01, "share of each text source held out for validation (a prepared folder keeps its own split)", "data")
-    shuffle_buffer: int = arg(1024, "blocks in the shuffle buffer of text read on the fly (0: file order; prepared data is "
-                              "shuffled whole)", "data")
-    verify_data: bool = arg(False, "check the checksum of every shard of prepared data before training", "data", resume_free=True)
+    val_share: float = arg(
+        0.01, "share of each text source held out for validation (a prepared folder keeps its own split)", "data"
+    )
+    shuffle_buffer: int = arg(
+        1024,
+        "blocks in the shuffle buffer of text read on the fly (0: file order; prepared data is shuffled whole)",
+        "data",
+    )
+    verify_data: bool = arg(
+        False, "check the checksum of every shard of prepared data before training", "data", resume_free=True
+    )
     seed: int = arg(0, "seed of the initial weights, the data order and dropout", "data")
     batch_size: int = arg(16, "sequences per micro-batch (per process)", "optimisation")
     acc: int = arg(1, "micro-batches accumulated into each optimizer step", "optimisation")
     lr: float | None = arg(None, "peak learning rate", "optimisation", shown="the preset's")
     optimizer: str = arg("adamw", "adamw or lion", "optimisation")
-    weight_decay: float = arg(0.1, "decoupled weight decay of the matrices (not biases, LayerNorms or embeddings)", "optimisation")
+    weight_decay: float = arg(
+        0.1, "decoupled weight decay of the matrices (not biases, LayerNorms or embeddings)", "optimisation"
+    )
     beta1: float = arg(0.9, "the optimizer's first-moment decay", "optimisation")
     beta2: float = arg(0.95, "the optimizer's second-moment decay", "optimisation")
-    grad_clip: float = arg(1.0, "clip the gradients' global norm to this (0: no clipping; the norm is still logged)", "optimisation")
-    max_bad_steps: int = arg(5, "stop after this many steps in a row with a non-finite loss (each is skipped)", "optimisation", resume_free=True)
+    grad_clip: float = arg(
+        1.0, "clip the gradients' global norm to this (0: no clipping; the norm is still logged)", "optimisation"
+    )
+    max_bad_steps: int = arg(
+        5,
+        "stop after this many steps in a row with a non-finite loss (each is skipped)",
+        "optimisation",
+        resume_free=True,
+    )
     total_tokens: int = arg(1_500_000, "tokens to train on (sets the number of steps)", "schedule")
     warmup_tokens: int = arg(100_000, "tokens of linear learning-rate warmup", "schedule")
     min_lr_ratio: float = arg(0.1, "the cosine decay ends at this share of the peak learning rate", "schedule")
     dtype: str = arg("fp32", "fp32, bf16 (autocast) or fp16 (autocast + gradient scaling)", "device and precision")
     device: str = arg("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps", "device and precision")
     compile: bool = arg(False, "run the model through torch.compile", "device and precision")
-    gradient_checkpointing: bool = arg(False, "recompute activations in the backward pass to save memory", "device and precision")
-    opt_state_on_cpu: bool = arg(False, "keep the optimizer state (and its update) on the CPU to save accelerator memory", "device and precision")
+    gradient_checkpointing: bool = arg(
+        False, "recompute activations in the backward pass to save memory", "device and precision"
+    )
+    opt_state_on_cpu: bool = arg(
+        False, "keep the optimizer state (and its update) on the CPU to save accelerator memory", "device and precision"
+    )
     eval_steps: int = arg(100, "validation loss every N steps (and at the end)", "evaluation", resume_free=True)
     eval_batches: int = arg(8, "batches per validation", "evaluation", resume_free=True)
     skip_val: bool = arg(False, "no validation", "evaluation", resume_free=True)
     hellaswag_steps: int = arg(0, "HellaSwag accuracy every N steps (0: never)", "evaluation", resume_free=True)
     hellaswag_limit: int = arg(200, "HellaSwag examples scored each time", "evaluation", resume_free=True)
-    eval_data_dir: str | None = arg(None, "local benchmark data laid out as shared/data", "evaluation", resume_free=True, shown="the Hugging Face Hub")
+    eval_data_dir: str | None = arg(
+        None,
+        "local benchmark data laid out as shared/data",
+        "evaluation",
+        resume_free=True,
+        shown="the Hugging Face Hub",
+    )
     gen_steps: int = arg(200, "print a sample every N steps (0: never)", "evaluation", resume_free=True)
     gen_tokens: int = arg(64, "tokens per sample", "evaluation", resume_free=True)
     skip_gen: bool = arg(False, "no samples", "evaluation", resume_free=True)
-    resume: bool = arg(False, "continue the run in --out from its newest checkpoint", "logging and checkpoints", resume_free=True)
-    overwrite: bool = arg(False, "start a new run in an --out that already holds one, replacing it", "logging and checkpoints", resume_free=True)
-    allow_changes: bool = arg(False, "with --resume: accept settings that change the run's numbers", "logging and checkpoints", resume_free=True)
+    resume: bool = arg(
+        False, "continue the run in --out from its newest checkpoint", "logging and checkpoints", resume_free=True
+    )
+    overwrite: bool = arg(
+        False,
+        "start a new run in an --out that already holds one, replacing it",
+        "logging and checkpoints",
+        resume_free=True,
+    )
+    allow_changes: bool = arg(
+        False,
+        "with --resume: accept settings that change the run's numbers",
+        "logging and checkpoints",
+        resume_free=True,
+    )
     ckpt_steps: int = arg(100, "checkpoint every N steps (and at the end)", "logging and checkpoints", resume_free=True)
     keep_ckpts: int = arg(3, "checkpoints kept (the newest)", "logging and checkpoints", resume_free=True)
-    hf_save_steps: int = arg(0, "Hugging Face export to hf/ every N steps (0: only at the end)", "logging and checkpoints", resume_free=True)
+    hf_save_steps: int = arg(
+        0, "Hugging Face export to hf/ every N steps (0: only at the end)", "logging and checkpoints", resume_free=True
+    )
     log_steps: int = arg(10, "print a progress line every N steps", "logging and checkpoints", resume_free=True)
-    wandb: str = arg("offline", "Weights & Biases mode: online, offline or disabled", "logging and checkpoints", resume_free=True)
-    progress: bool = arg(True, "draw a progress bar (on a terminal or in a notebook; never into a redirected log)", "logging and checkpoints", resume_free=True)
-    fsdp: bool = arg(False, "under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP", "distributed")
-    dist_timeout: int = arg(600, "seconds a distributed collective may wait before the run fails", "distributed", resume_free=True)
+    wandb: str = arg(
+        "offline", "Weights & Biases mode: online, offline or disabled", "logging and checkpoints", resume_free=True
+    )
+    progress: bool = arg(
+        True,
+        "draw a progress bar (on a terminal or in a notebook; never into a redirected log)",
+        "logging and checkpoints",
+        resume_free=True,
+    )
+    fsdp: bool = arg(
+        False, "under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP", "distributed"
+    )
+    dist_timeout: int = arg(
+        600, "seconds a distributed collective may wait before the run fails", "distributed", resume_free=True
+    )
 
     def check(self):
         "Raise a `ValueError` naming the setting if a value cannot work."
-        if self.preset not in PRESETS: raise ValueError(f"unknown preset {self.preset!r}: choose one of {list(PRESETS)}")
-        for name in ("batch_size", "acc", "total_tokens", "log_steps", "eval_steps", "eval_batches", "ckpt_steps", "keep_ckpts", "max_bad_steps"):
-            if getattr(self, name) < 1: raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: choose one of {list(PRESETS)}")
+        for name in (
+            "batch_size",
+            "acc",
+            "total_tokens",
+            "log_steps",
+            "eval_steps",
+            "eval_batches",
+            "ckpt_steps",
+            "keep_ckpts",
+            "max_bad_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_tokens", "hf_save_steps", "gen_steps", "gen_tokens", "hellaswag_steps"):
-            if getattr(self, name) < 0: raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.block_size is not None and self.block_size < 2: raise ValueError(f"--block-size must be >= 2, got {self.block_size}")
-        if not 0 <= self.dropout < 1: raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if not self.grad_clip >= 0: raise ValueError(f"--grad-clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
-        if self.lr is not None and not self.lr > 0: raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if self.optimizer not in ("adamw", "lion"): raise ValueError(f"--optimizer must be adamw or lion, got {self.optimizer!r}")
-        if self.dtype not in ("fp32", "bf16", "fp16"): raise ValueError(f"--dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
-        if self.wandb not in ("online", "offline", "disabled"): raise ValueError(f"--wandb must be online, offline or disabled, got {self.wandb!r}")
-        if not 0 <= self.min_lr_ratio <= 1: raise ValueError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if not 0 < self.val_share < 1: raise ValueError(f"--val-share must be in (0, 1), got {self.val_share}")
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.block_size is not None and self.block_size < 2:
+            raise ValueError(f"--block-size must be >= 2, got {self.block_size}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"--grad-clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if self.optimizer not in ("adamw", "lion"):
+            raise ValueError(f"--optimizer must be adamw or lion, got {self.optimizer!r}")
+        if self.dtype not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"--dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
+        if self.wandb not in ("online", "offline", "disabled"):
+            raise ValueError(f"--wandb must be online, offline or disabled, got {self.wandb!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0 < self.val_share < 1:
+            raise ValueError(f"--val-share must be in (0, 1), got {self.val_share}")
         if self.opt_state_on_cpu and self.dtype == "fp16":
-            raise ValueError("--opt-state-on-cpu works with --dtype fp32 or bf16, not fp16 (its gradient scaler needs the optimizer on the device)")
+            raise ValueError(
+                "--opt-state-on-cpu works with --dtype fp32 or bf16, not fp16 (its gradient scaler needs the optimizer on the device)"
+            )
         if self.fsdp and self.opt_state_on_cpu:
-            raise ValueError("--fsdp already splits the optimizer state across processes: use it without --opt-state-on-cpu")
+            raise ValueError(
+                "--fsdp already splits the optimizer state across processes: use it without --opt-state-on-cpu"
+            )
         if self.fsdp and self.dtype == "fp16":
-            raise ValueError("--fsdp trains in --dtype fp32 or bf16, not fp16 (the gradient scaler would need sharded inf checks)")
+            raise ValueError(
+                "--fsdp trains in --dtype fp32 or bf16, not fp16 (the gradient scaler would need sharded inf checks)"
+            )
         return self
 
 # %% ../nbs/07_train.ipynb #04a12b09
 def lr_at(tokens: int, peak: float, warmup_tokens: int, total_tokens: int, min_ratio: float = 0.1) -> float:
     "Learning rate after `tokens` tokens: linear warmup, then cosine decay to `min_ratio * peak`."
-    if warmup_tokens and tokens < warmup_tokens: return peak * (tokens + 1) / warmup_tokens
+    if warmup_tokens and tokens < warmup_tokens:
+        return peak * (tokens + 1) / warmup_tokens
     progress = min(1.0, (tokens - warmup_tokens) / max(1, total_tokens - warmup_tokens))
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -135,27 +244,41 @@ def save_checkpoint(state: dict, ckpt_dir: Path, step: int, keep: int) -> Path:
     path = ckpt_dir / f"step_{step:08d}.pt"
     tmp = path.with_suffix(".pt.tmp")
     torch.save(state, tmp)
-    with open(tmp, "rb") as f: os.fsync(f.fileno())
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
-    for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]: old.unlink()
+    for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:
+        old.unlink()
     return path
+
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     "The newest complete checkpoint in `ckpt_dir`, or None."
     found = sorted(Path(ckpt_dir).glob("step_*.pt"))
     return found[-1] if found else None
 
+
 def load_checkpoint(path: Path) -> dict:
     "A training checkpoint, loaded safely (tensors, lists and numbers only); a one-line `ValueError` naming a file that is damaged, holds other objects, or is not a checkpoint."
-    try: state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
-        if found is None: raise ValueError(f"checkpoint {path} cannot be read (damaged or cut short: not a torch.save file)") from None
-        raise ValueError(f"checkpoint {path} holds pickled Python objects ({found[1]}), which are refused because loading them can "
-                         f"run code (gpt3dev's checkpoints hold only tensors, lists and numbers)") from None
-    except Exception as e: raise ValueError(f"checkpoint {path} cannot be read (damaged or cut short: {type(e).__name__}: {str(e)[:100]})") from None
+        if found is None:
+            raise ValueError(
+                f"checkpoint {path} cannot be read (damaged or cut short: not a torch.save file)"
+            ) from None
+        raise ValueError(
+            f"checkpoint {path} holds pickled Python objects ({found[1]}), which are refused because loading them can "
+            f"run code (gpt3dev's checkpoints hold only tensors, lists and numbers)"
+        ) from None
+    except Exception as e:
+        raise ValueError(
+            f"checkpoint {path} cannot be read (damaged or cut short: {type(e).__name__}: {str(e)[:100]})"
+        ) from None
     missing = [k for k in ("model", "optimizer", "step", "tokens", "rng", "data", "config") if k not in state]
-    if missing: raise ValueError(f"checkpoint {path} is not a gpt3dev training checkpoint (missing {missing})")
+    if missing:
+        raise ValueError(f"checkpoint {path} is not a gpt3dev training checkpoint (missing {missing})")
     return state
 
 # %% ../nbs/07_train.ipynb #da17388e
@@ -163,10 +286,15 @@ def rng_state() -> dict:
     "The state of every random generator a training step may draw from, as lists, numbers and tensors."
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    s = {"python": [version, list(mt), gauss], "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-         "torch": torch.get_rng_state()}
-    if torch.cuda.is_available(): s["cuda"] = torch.cuda.get_rng_state_all()
+    s = {
+        "python": [version, list(mt), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
     return s
+
 
 def set_rng_state(s: dict):
     "Restore the generators from what `rng_state` returned."
@@ -175,104 +303,163 @@ def set_rng_state(s: dict):
     kind, keys, pos, has_gauss, cached = s["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(s["torch"])
-    if "cuda" in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
 
 # %% ../nbs/07_train.ipynb #5756176d
 def make_optimizer(params, cfg: TrainConfig, lr: float):
     "AdamW or Lion over `params`, weight decay on tensors of 2 or more dimensions only."
     params = [p for p in params if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     if cfg.optimizer == "lion":
         from lion_pytorch import Lion
+
         return Lion(groups, lr=lr, betas=(cfg.beta1, cfg.beta2))
     return torch.optim.AdamW(groups, lr=lr, betas=(cfg.beta1, cfg.beta2))
 
+
 class CPUOffload:
     "Optimizer state and float32 master weights on the CPU; the model's parameters stay on their device."
+
     def __init__(self, model, cfg, lr):
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.master = [p.detach().to("cpu", torch.float32, copy=True).requires_grad_() for p in self.params]
         self.opt = make_optimizer(self.master, cfg, lr)
+
     @property
     def param_groups(self):
         "The inner optimizer's groups (a property: `load_state_dict` replaces them, and the trainer sets each step's lr here)."
         return self.opt.param_groups
+
     def step(self):
         "Move the gradients to the CPU, step there, and copy the new weights back."
-        for p, m in zip(self.params, self.master): m.grad = None if p.grad is None else p.grad.detach().to("cpu", torch.float32)
+        for p, m in zip(self.params, self.master):
+            m.grad = None if p.grad is None else p.grad.detach().to("cpu", torch.float32)
         self.opt.step()
         with torch.no_grad():
-            for p, m in zip(self.params, self.master): p.copy_(m.to(p.device, p.dtype))
+            for p, m in zip(self.params, self.master):
+                p.copy_(m.to(p.device, p.dtype))
+
     def zero_grad(self, set_to_none=True):
         "Drop the gradients, the CPU copies' and the model's."
         self.opt.zero_grad(set_to_none=set_to_none)
-        for p in self.params: p.grad = None             # the model's own gradients, which backward accumulates into
+        for p in self.params:
+            p.grad = None  # the model's own gradients, which backward accumulates into
+
     def state_dict(self):
         "The optimizer's state and the float32 master weights."
         return {"opt": self.opt.state_dict(), "master": [m.detach() for m in self.master]}
+
     def load_state_dict(self, s):
         "Restore what `state_dict` returned."
         self.opt.load_state_dict(s["opt"])
         with torch.no_grad():
-            for m, v in zip(self.master, s["master"]): m.copy_(v)
+            for m, v in zip(self.master, s["master"]):
+                m.copy_(v)
 
 # %% ../nbs/07_train.ipynb #fd65e173
-PEAK_BF16_FLOPS = {   # dense bf16 tensor-core FLOP/s from the vendor's datasheets, by the exact name CUDA reports
-    "NVIDIA H200": 989e12, "NVIDIA H200 NVL": 835e12,
-    "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H100 NVL": 835e12,
-    "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12, "NVIDIA A100-PCIE-40GB": 312e12,
-    "NVIDIA L40S": 362e12, "NVIDIA L40": 181e12, "NVIDIA A10": 125e12,
-    "NVIDIA GeForce RTX 4090": 165e12, "NVIDIA GeForce RTX 3090": 71e12}
+PEAK_BF16_FLOPS = {  # dense bf16 tensor-core FLOP/s from the vendor's datasheets, by the exact name CUDA reports
+    "NVIDIA H200": 989e12,
+    "NVIDIA H200 NVL": 835e12,
+    "NVIDIA H100 80GB HBM3": 989e12,
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H100 NVL": 835e12,
+    "NVIDIA A100-SXM4-80GB": 312e12,
+    "NVIDIA A100-SXM4-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12,
+    "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA L40S": 362e12,
+    "NVIDIA L40": 181e12,
+    "NVIDIA A10": 125e12,
+    "NVIDIA GeForce RTX 4090": 165e12,
+    "NVIDIA GeForce RTX 3090": 71e12,
+}
+
 
 def peak_flops(device: torch.device | str, name: str | None = None) -> float | None:
     "Peak dense bf16 FLOP/s of `device` for MFU (`name`: the name CUDA reports, if not asked); None for CPUs and unlisted GPUs."
     if name is None:
-        if torch.device(device).type != "cuda": return None
+        if torch.device(device).type != "cuda":
+            return None
         name = torch.cuda.get_device_name(device)
     return PEAK_BF16_FLOPS.get(name)
 
+
 class _Log:
     "metrics.jsonl and, unless disabled, a Weights & Biases run (rank 0 only)."
+
     def __init__(self, cfg, out: Path, rank: int, resume_step: int | None, wandb_id: str):
         self.rank, self.path, self.run, self.where = rank, out / "metrics.jsonl", None, None
-        if rank: return
-        if resume_step is not None and self.path.exists():        # drop what was logged after the checkpoint
-            rows = [r for r in read_jsonl(self.path, bad=lambda error: None) if r is not None and r.get("step", 0) <= resume_step]
+        if rank:
+            return
+        if resume_step is not None and self.path.exists():  # drop what was logged after the checkpoint
+            rows = [
+                r
+                for r in read_jsonl(self.path, bad=lambda error: None)
+                if r is not None and r.get("step", 0) <= resume_step
+            ]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        elif resume_step is None and self.path.exists(): self.path.unlink()
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()
         if cfg.wandb != "disabled":
             import wandb
+
             settings = wandb.Settings(disable_git=True, save_code=False, silent=True)
-            self.run = wandb.init(project="gpt3dev", dir=str(out), mode=cfg.wandb, config=asdict(cfg), resume="allow",
-                                  name=out.name, id=wandb_id, settings=settings)
+            self.run = wandb.init(
+                project="gpt3dev",
+                dir=str(out),
+                mode=cfg.wandb,
+                config=asdict(cfg),
+                resume="allow",
+                name=out.name,
+                id=wandb_id,
+                settings=settings,
+            )
             self.where = self.run.url if cfg.wandb == "online" else f"wandb sync {Path(self.run.dir).parent}"
+
     def write(self, row: dict):
         "Append `row` (rank 0)."
-        if self.rank: return
-        with open(self.path, "a") as f: f.write(json.dumps(row) + "\n")
-        if self.run is not None: self.run.log(row, step=row["step"])
+        if self.rank:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.run is not None:
+            self.run.log(row, step=row["step"])
+
     def close(self):
         "Finish the W&B run."
-        if self.run is not None: self.run.finish()
+        if self.run is not None:
+            self.run.finish()
 
 # %% ../nbs/07_train.ipynb #13c68303
 def _export(model, tokenizer, path: Path):
     "save_pretrained into `path`, replacing a previous export only once the new one is complete."
     tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
-    with quiet_transformers(): model.save_pretrained(tmp); tokenizer.save_pretrained(tmp)
-    if path.exists(): shutil.rmtree(old, ignore_errors=True); path.rename(old)
+    with quiet_transformers():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
+
 
 def _export_from(model, fsdp: bool, rank: int, tokenizer, path: Path):
     "Export from rank 0; under FSDP every rank first helps gather the weights into a plain model. Returns what was exported."
     if fsdp:
         full = {k: _full(v) for k, v in model.state_dict().items()}
-        if rank: return None
-        plain = GPT3DevForCausalLM(model.config); plain.load_state_dict(full); model = plain
-    if rank == 0: _export(model, tokenizer, path)
+        if rank:
+            return None
+        plain = GPT3DevForCausalLM(model.config)
+        plain.load_state_dict(full)
+        model = plain
+    if rank == 0:
+        _export(model, tokenizer, path)
     return model
 
 # %% ../nbs/07_train.ipynb #e6bf840c
@@ -283,162 +470,262 @@ def _inputs(batch, device) -> dict:
         return {"input_ids": x, "labels": x}
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
+
 @torch.no_grad()
 def _validate(model, cfg, tokenizer, data, device, amp) -> float:
     "Mean loss over `cfg.eval_batches` batches of the validation split (the same ones each time)."
     stream = data("validation", 0, 1)
-    was = model.training; model.eval()
+    was = model.training
+    model.eval()
     losses = []
     for _ in range(cfg.eval_batches):
-        with amp: losses.append(model(**_inputs(stream.batch(cfg.batch_size), device), use_cache=False).loss.float().item())
+        with amp:
+            losses.append(model(**_inputs(stream.batch(cfg.batch_size), device), use_cache=False).loss.float().item())
     model.train(was)
     return sum(losses) / len(losses)
+
 
 @torch.no_grad()
 def _sample(model, tokenizer, cfg, device, prompt: list[int] | None = None) -> str:
     "A sample from `prompt` (token ids; default: a lone end-of-text, i.e. a fresh document), the same at every call."
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):   # leaves the training RNG untouched
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # leaves the training RNG untouched
         torch.manual_seed(cfg.seed)
         ids = torch.tensor([prompt or [tokenizer.eos_token_id]], device=device)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        out = model.generate(ids, max_new_tokens=cfg.gen_tokens, do_sample=True, top_k=50, pad_token_id=pad,
-                             attention_mask=torch.ones_like(ids))
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            ids,
+            max_new_tokens=cfg.gen_tokens,
+            do_sample=True,
+            top_k=50,
+            pad_token_id=pad,
+            attention_mask=torch.ones_like(ids),
+        )
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 # %% ../nbs/07_train.ipynb #7390ba93
 def _shard(model):
     "FSDP2: shard every transformer block, then the rest (embeddings, final norm, tied head) as one group."
     from torch.distributed.fsdp import fully_shard
-    for block in model.transformer.h: fully_shard(block)
+
+    for block in model.transformer.h:
+        fully_shard(block)
     fully_shard(model)
     return model
+
 
 def _full(t):
     "A plain tensor on the CPU from a parameter or state that FSDP may have sharded (a collective when it has)."
     return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu()
 
+
 def _full_state(model, opt) -> tuple[dict, dict]:
     "The model's and optimizer's state as a single-process run has them, gathered from FSDP shards (every rank calls)."
     msd = {k: _full(v) for k, v in model.state_dict().items()}
     osd = opt.state_dict()
-    osd = {"state": {i: {k: _full(v) if torch.is_tensor(v) else v for k, v in st.items()} for i, st in osd["state"].items()},
-           "param_groups": osd["param_groups"]}
+    osd = {
+        "state": {
+            i: {k: _full(v) if torch.is_tensor(v) else v for k, v in st.items()} for i, st in osd["state"].items()
+        },
+        "param_groups": osd["param_groups"],
+    }
     return msd, osd
+
 
 def _shard_optimizer_state(opt, osd: dict) -> dict:
     "A full optimizer state dict cut down to this rank's shard of each parameter, ready for `opt.load_state_dict`."
     from torch.distributed.tensor import distribute_tensor
+
     params = [p for g in opt.param_groups for p in g["params"]]
     state = {}
     for i, st in osd["state"].items():
         p = params[int(i)]
-        state[i] = {k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
-                       if torch.is_tensor(v) and v.shape == p.shape else v for k, v in st.items()}
+        state[i] = {
+            k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
+            if torch.is_tensor(v) and v.shape == p.shape
+            else v
+            for k, v in st.items()
+        }
     return {"state": state, "param_groups": osd["param_groups"]}
 
 # %% ../nbs/07_train.ipynb #ee4f4a30
 def plot_losses(metrics: Path, path: Path):
     "Save `gpt3dev.widgets.plot_metrics`' picture of a run's `metrics.jsonl` (loss, validation loss, learning rate) to `path`."
     from gpt3dev.widgets import plot_metrics
+
     plot_metrics(metrics).savefig(path, dpi=100)
 
 # %% ../nbs/07_train.ipynb #ed641767
-_RUN_FILES = ("metrics.jsonl", "checkpoints", "hf", "train_config.json", "loss.png", "weights_fingerprint.txt", "wandb", "hf.tmp", "hf.old")
+_RUN_FILES = (
+    "metrics.jsonl",
+    "checkpoints",
+    "hf",
+    "train_config.json",
+    "loss.png",
+    "weights_fingerprint.txt",
+    "wandb",
+    "hf.tmp",
+    "hf.old",
+)
+
 
 def _remove(path: Path):
-    if path.is_dir(): shutil.rmtree(path)
-    elif path.exists(): path.unlink()
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
 
 def run_record(out: Path) -> list[str]:
     "What in `out` a run made that a user may want back: logged steps, checkpoints, an export. A start that failed leaves none."
     metrics = out / "metrics.jsonl"
     held = ["metrics.jsonl"] if metrics.is_file() and metrics.stat().st_size > 0 else []
-    if any(not p.name.endswith(".tmp") for p in (out / "checkpoints").glob("step_*")): held.append("checkpoints")
+    if any(not p.name.endswith(".tmp") for p in (out / "checkpoints").glob("step_*")):
+        held.append("checkpoints")
     return held + (["hf"] if (out / "hf").exists() else [])
+
 
 def check_out(cfg: TrainConfig) -> Path:
     "`cfg.out`, if a run may be written there: a folder (or nothing yet) holding no run, unless `resume` or `overwrite` says what to do."
     out = Path(cfg.out)
-    if cfg.resume and cfg.overwrite: raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one")
-    if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file: a run needs a folder")
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: a run needs a folder")
     held = run_record(out)
     if held and not (cfg.resume or cfg.overwrite):
         if held == ["metrics.jsonl"]:
-            raise ValueError(f"{out} holds a run that stopped before its first checkpoint (metrics.jsonl): it cannot be resumed; "
-                             f"replace it with --overwrite, or choose another --out")
-        raise ValueError(f"{out} already holds a run ({', '.join(held)}): continue it with --resume, replace it with --overwrite, "
-                         f"or choose another --out")
+            raise ValueError(
+                f"{out} holds a run that stopped before its first checkpoint (metrics.jsonl): it cannot be resumed; "
+                f"replace it with --overwrite, or choose another --out"
+            )
+        raise ValueError(
+            f"{out} already holds a run ({', '.join(held)}): continue it with --resume, replace it with --overwrite, "
+            f"or choose another --out"
+        )
     return out
+
 
 def prepare_out(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> Path:
     "The run's folder, checked (no run replaced by accident), cleared for `overwrite` or after a failed start, tidied after an interruption."
     out = check_out(cfg)
-    failed_start = not cfg.resume and not run_record(out)          # at most the settings and logger files of a start that failed
-    if world_size > 1: dist.barrier()                    # every process has looked before rank 0 changes anything
+    failed_start = not cfg.resume and not run_record(
+        out
+    )  # at most the settings and logger files of a start that failed
+    if world_size > 1:
+        dist.barrier()  # every process has looked before rank 0 changes anything
     if rank == 0:
         if cfg.overwrite or failed_start:
-            for name in _RUN_FILES: _remove(out / name)
-        for tmp in (out / "checkpoints").glob("*.tmp"): tmp.unlink()
-        if (out / "hf.old").is_dir() and not (out / "hf").exists(): (out / "hf.old").rename(out / "hf")
-        for name in ("hf.tmp", "hf.old"): _remove(out / name)
+            for name in _RUN_FILES:
+                _remove(out / name)
+        for tmp in (out / "checkpoints").glob("*.tmp"):
+            tmp.unlink()
+        if (out / "hf.old").is_dir() and not (out / "hf").exists():
+            (out / "hf.old").rename(out / "hf")
+        for name in ("hf.tmp", "hf.old"):
+            _remove(out / name)
         out.mkdir(parents=True, exist_ok=True)
-    if world_size > 1: dist.barrier()
+    if world_size > 1:
+        dist.barrier()
     return out
 
 # %% ../nbs/07_train.ipynb #095d5965
 def resume_checkpoint(ckpt_dir: Path) -> tuple[Path, dict, list]:
     "The newest checkpoint in `ckpt_dir` that loads, its state, and `(path, error)` for each newer one that does not."
     found = sorted(Path(ckpt_dir).glob("step_*.pt"), reverse=True)
-    if not found: raise ValueError(f"--resume: no checkpoint in {ckpt_dir}: the run stopped before its first one; start it again without --resume")
+    if not found:
+        raise ValueError(
+            f"--resume: no checkpoint in {ckpt_dir}: the run stopped before its first one; start it again without --resume"
+        )
     bad = []
     for path in found:
-        try: return path, load_checkpoint(path), bad
-        except ValueError as e: bad.append((path, str(e)))
+        try:
+            return path, load_checkpoint(path), bad
+        except ValueError as e:
+            bad.append((path, str(e)))
     raise ValueError(f"--resume: no checkpoint in {ckpt_dir} can be used: " + "; ".join(e for _, e in bad))
+
 
 def config_changes(saved: dict, cfg) -> list[str]:
     "`name: saved -> now` for each setting of `cfg` that differs from a checkpoint's `saved` one and can change the run's numbers."
     changes = []
     for f in fields(cfg):
-        if f.metadata.get("resume_free") or f.name == "out": continue      # a run's folder may be moved or copied
+        if f.metadata.get("resume_free") or f.name == "out":
+            continue  # a run's folder may be moved or copied
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         old, new = saved.get(f.name, default), getattr(cfg, f.name)
-        shown = lambda v: f"None ({f.metadata['shown']})" if v is None and f.metadata.get("shown") else repr(v)   # None: what it stands for
-        if old != new: changes.append(f"{f.name}: {shown(old)} -> {shown(new)}")
+        shown = lambda v: (
+            f"None ({f.metadata['shown']})" if v is None and f.metadata.get("shown") else repr(v)
+        )  # None: what it stands for
+        if old != new:
+            changes.append(f"{f.name}: {shown(old)} -> {shown(new)}")
     return changes
 
 # %% ../nbs/07_train.ipynb #7a497417
 def _init_processes(cfg) -> tuple[int, int, torch.device]:
     "This process's rank, the number of processes, and its device; under torchrun the process group is started here."
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return 0, 1, get_device(cfg.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, get_device(cfg.device)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized(): dist.init_process_group(backend, timeout=timedelta(seconds=cfg.dist_timeout))
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=cfg.dist_timeout))
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if backend == "nccl" else torch.device("cpu")
-    if device.type == "cuda": torch.cuda.set_device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     return dist.get_rank(), dist.get_world_size(), device
+
 
 def _new_model(cfg, tokenizer):
     "A fresh model of `cfg.preset` with `cfg.dropout`, sized for `tokenizer`, or the one `cfg.init_from` names."
     if cfg.init_from:
-        if cfg.dropout: raise ValueError("--dropout sets a new model's dropout: a model from --init-from keeps its own (its config's *_pdrop)")
+        if cfg.dropout:
+            raise ValueError(
+                "--dropout sets a new model's dropout: a model from --init-from keeps its own (its config's *_pdrop)"
+            )
         return load_pretrained(cfg.init_from, device="cpu")[0]
     p = cfg.dropout
-    return GPT3DevForCausalLM(GPT3DevConfig.from_preset(cfg.preset, vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
-                                                        eos_token_id=tokenizer.eos_token_id, resid_pdrop=p, embd_pdrop=p, attn_pdrop=p))
+    return GPT3DevForCausalLM(
+        GPT3DevConfig.from_preset(
+            cfg.preset,
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            resid_pdrop=p,
+            embd_pdrop=p,
+            attn_pdrop=p,
+        )
+    )
+
 
 def _block_size(cfg, model, tokenizer) -> int:
     "Tokens per training sequence, checked against the model's vocabulary and positions."
     if model.config.vocab_size < len(tokenizer):
-        raise ValueError(f"the model's vocabulary ({model.config.vocab_size}) is smaller than tokenizer {cfg.tokenizer!r}'s ({len(tokenizer)})")
+        raise ValueError(
+            f"the model's vocabulary ({model.config.vocab_size}) is smaller than tokenizer {cfg.tokenizer!r}'s ({len(tokenizer)})"
+        )
     block = cfg.block_size or model.config.n_positions
-    if block > model.config.n_positions: raise ValueError(f"--block-size {block} exceeds the model's n_positions={model.config.n_positions}")
+    if block > model.config.n_positions:
+        raise ValueError(f"--block-size {block} exceeds the model's n_positions={model.config.n_positions}")
     return block
+
 
 def _token_stream(cfg, tokenizer, block: int, vocab_size: int, split: str, rank: int, world_size: int) -> TokenStream:
     "The pretraining data: `cfg.data`'s sources (prepared folders or text), mixed, packed into `block`-token blocks, shuffled."
-    return TokenStream(cfg.data, tokenizer, block, cfg.data_weights, split=split, val_share=cfg.val_share, seed=cfg.seed,
-                       rank=rank, world_size=world_size, shuffle=cfg.shuffle_buffer, document_ids=not cfg.cross_doc_attention,
-                       vocab_size=vocab_size, verify=cfg.verify_data and split == "train")
+    return TokenStream(
+        cfg.data,
+        tokenizer,
+        block,
+        cfg.data_weights,
+        split=split,
+        val_share=cfg.val_share,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+        shuffle=cfg.shuffle_buffer,
+        document_ids=not cfg.cross_doc_attention,
+        vocab_size=vocab_size,
+        verify=cfg.verify_data and split == "train",
+    )
+
 
 def _resume(cfg, model, rank: int, world_size: int) -> dict:
     "The state of the newest good checkpoint, checked against this run's settings and processes, its weights loaded into `model`."
@@ -446,20 +733,28 @@ def _resume(cfg, model, rank: int, world_size: int) -> dict:
     path, state, bad = resume_checkpoint(ckpt_dir)
     saved_world = len(state["rng"]) if isinstance(state["rng"], list) else 1
     if saved_world != world_size:
-        raise ValueError(f"--resume: checkpoint {path} was written by {saved_world} process(es), this run has {world_size}: "
-                         f"each process resumes its own share of the data")
+        raise ValueError(
+            f"--resume: checkpoint {path} was written by {saved_world} process(es), this run has {world_size}: "
+            f"each process resumes its own share of the data"
+        )
     changes = config_changes(state["config"], cfg)
     if changes and not cfg.allow_changes:
-        raise ValueError(f"--resume: checkpoint {path} was made with other settings: {'; '.join(changes)} "
-                         f"(go back to them, or pass --allow-changes if the change is meant)")
-    try: model.load_state_dict(state["model"])
-    except RuntimeError as e: raise ValueError(f"--resume: checkpoint {path} does not fit this model: {str(e).splitlines()[0]}") from None
-    if world_size > 1: dist.barrier()                   # every process has read its checkpoint before a bad one is moved
+        raise ValueError(
+            f"--resume: checkpoint {path} was made with other settings: {'; '.join(changes)} "
+            f"(go back to them, or pass --allow-changes if the change is meant)"
+        )
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise ValueError(f"--resume: checkpoint {path} does not fit this model: {str(e).splitlines()[0]}") from None
+    if world_size > 1:
+        dist.barrier()  # every process has read its checkpoint before a bad one is moved
     if rank == 0:
         for p, error in bad:
             print(f"warning: {error}; it is kept as {p.name}.bad and the run resumes from {path.name}", file=sys.stderr)
             p.rename(p.with_name(p.name + ".bad"))
-        if changes: print(f"warning: --allow-changes: resuming {path} with {'; '.join(changes)}", file=sys.stderr)
+        if changes:
+            print(f"warning: --allow-changes: resuming {path} with {'; '.join(changes)}", file=sys.stderr)
         print(f"resuming from {path} (step {state['step']}, {state['tokens']:,} tokens)", flush=True)
     return state
 
@@ -467,15 +762,16 @@ def _resume(cfg, model, rank: int, world_size: int) -> dict:
 @dataclass
 class Run:
     "A run in progress: set up by `start_run`, advanced by `train_step` and `after_step`, ended by `finish_run` and `close_run`."
+
     cfg: TrainConfig
-    model: torch.nn.Module             # the model (under FSDP, sharded in place)
-    step_model: torch.nn.Module        # what a step calls: the model, compiled and/or wrapped in DDP
+    model: torch.nn.Module  # the model (under FSDP, sharded in place)
+    step_model: torch.nn.Module  # what a step calls: the model, compiled and/or wrapped in DDP
     tokenizer: object
-    data: object                       # data(split, rank, world_size) -> a stream with batch(n), state_dict(), load_state_dict()
-    stream: object                     # this process's training stream, its next batch made during the step (a `Prefetcher`)
+    data: object  # data(split, rank, world_size) -> a stream with batch(n), state_dict(), load_state_dict()
+    stream: object  # this process's training stream, its next batch made during the step (a `Prefetcher`)
     opt: object
     scaler: torch.amp.GradScaler
-    amp: object                        # the autocast context (a null one in fp32)
+    amp: object  # the autocast context (a null one in fp32)
     device: torch.device
     rank: int
     world_size: int
@@ -486,51 +782,63 @@ class Run:
     total_steps: int = 0
     step: int = 0
     tokens: int = 0
-    bad: int = 0                       # steps in a row with a non-finite loss or gradient
-    saved_step: int = 0                # the step of the newest checkpoint
+    bad: int = 0  # steps in a row with a non-finite loss or gradient
+    saved_step: int = 0  # the step of the newest checkpoint
     wandb_id: str = ""
     row: dict = field(default_factory=dict)
     log: object = None
     bar: object = None
-    clock: tuple = (0.0, 0)            # (time, tokens) at the last step, for tokens/s
+    clock: tuple = (0.0, 0)  # (time, tokens) at the last step, for tokens/s
     flops_per_token: float = 0.0
     peak_flops: float | None = None
-    hellaswag: dict | None = None      # HellaSwag's documents for `hellaswag_steps`, read once at the start
+    hellaswag: dict | None = None  # HellaSwag's documents for `hellaswag_steps`, read once at the start
 
     @property
     def distributed(self) -> bool:
         "Whether several processes train together."
         return self.world_size > 1
+
     @property
     def out(self) -> Path:
         "The run's folder."
         return Path(self.cfg.out)
+
     @property
     def tokens_per_step(self) -> int:
         "Tokens in one optimizer step, over all processes."
         return self.cfg.batch_size * self.cfg.acc * self.world_size * self.block
+
     def say(self, text: str):
         "Print `text` (above the progress bar when there is one)."
-        if self.bar is not None: self.bar.write(text)
-        else: print(text, flush=True)
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
 
 # %% ../nbs/07_train.ipynb #6f9d72b1
 def _restore(run: Run, state: dict):
     "Continue `run` from checkpoint `state`: optimizer, scaler, data position, random generators, step and tokens."
     run.opt.load_state_dict(_shard_optimizer_state(run.opt, state["optimizer"]) if run.fsdp else state["optimizer"])
     run.scaler.load_state_dict(state["scaler"])
-    per_rank = isinstance(state["rng"], list)          # a distributed run saved each process's RNG and data position
+    per_rank = isinstance(state["rng"], list)  # a distributed run saved each process's RNG and data position
     run.stream.load_state_dict(state["data"][run.rank] if per_rank else state["data"])
     set_rng_state(state["rng"][run.rank] if per_rank else state["rng"])
     run.step, run.tokens, run.bad = state["step"], state["tokens"], state.get("bad", 0)
     run.saved_step = run.step
-    run.wandb_id = state.get("wandb_id") or f"{run.out.name}-{hashlib.sha1(str(run.out.resolve()).encode()).hexdigest()[:8]}"
+    run.wandb_id = (
+        state.get("wandb_id") or f"{run.out.name}-{hashlib.sha1(str(run.out.resolve()).encode()).hexdigest()[:8]}"
+    )
+
 
 def _hellaswag_docs(cfg: TrainConfig) -> dict:
     "The HellaSwag documents `hellaswag_steps` scores, read before anything else (a missing file stops the run before it starts)."
     from gpt3dev.evaluation import task_docs
-    try: return {"hellaswag": task_docs("hellaswag", cfg.eval_data_dir, cfg.hellaswag_limit)}
-    except (ValueError, FileNotFoundError) as e: raise ValueError(str(e).replace("--data-dir", "--eval-data-dir")) from None
+
+    try:
+        return {"hellaswag": task_docs("hellaswag", cfg.eval_data_dir, cfg.hellaswag_limit)}
+    except (ValueError, FileNotFoundError) as e:
+        raise ValueError(str(e).replace("--data-dir", "--eval-data-dir")) from None
+
 
 def start_run(cfg: TrainConfig, model=None, tokenizer=None, data=None, sample_prompt: list[int] | None = None) -> Run:
     "Stage 1: processes, output folder, tokenizer, model, data, optimizer and logging; with `cfg.resume`, the newest good checkpoint."
@@ -540,38 +848,64 @@ def start_run(cfg: TrainConfig, model=None, tokenizer=None, data=None, sample_pr
     out = prepare_out(cfg, rank, world_size)
     seed_everything(cfg.seed)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.tokenizer)
-    if model is not None and cfg.dropout: raise ValueError("--dropout sets a new model's dropout: a model passed in keeps its own")
+    if model is not None and cfg.dropout:
+        raise ValueError("--dropout sets a new model's dropout: a model passed in keeps its own")
     model = model if model is not None else _new_model(cfg, tokenizer)
     block = _block_size(cfg, model, tokenizer)
     if data is None:
         data = partial(_token_stream, cfg, tokenizer, block, model.config.vocab_size)
-        if not cfg.skip_val: data("validation", 0, 1)     # a validation split too small for a block is said now, not at step 100
+        if not cfg.skip_val:
+            data("validation", 0, 1)  # a validation split too small for a block is said now, not at step 100
     state = _resume(cfg, model, rank, world_size) if cfg.resume else None
-    if cfg.gradient_checkpointing: model.gradient_checkpointing_enable()
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     model.to(device).train()
     fsdp = world_size > 1 and cfg.fsdp
-    if cfg.fsdp and not fsdp: print("warning: --fsdp has no effect in a single process (start it with torchrun)", file=sys.stderr)
-    if fsdp: _shard(model)                             # in place: `model` is now the sharded module
+    if cfg.fsdp and not fsdp:
+        print("warning: --fsdp has no effect in a single process (start it with torchrun)", file=sys.stderr)
+    if fsdp:
+        _shard(model)  # in place: `model` is now the sharded module
     step_model = torch.compile(model) if cfg.compile else model
-    if world_size > 1 and not fsdp: step_model = torch.nn.parallel.DistributedDataParallel(step_model)
+    if world_size > 1 and not fsdp:
+        step_model = torch.nn.parallel.DistributedDataParallel(step_model)
     peak_lr = cfg.lr or PRESETS[cfg.preset].learning_rate
     opt = CPUOffload(model, cfg, peak_lr) if cfg.opt_state_on_cpu else make_optimizer(model.parameters(), cfg, peak_lr)
     amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
-    stream = Prefetcher(data("train", rank, world_size), cfg.batch_size, pin_memory=device.type == "cuda")   # the next batch made during the step
-    run = Run(cfg=cfg, model=model, step_model=step_model, tokenizer=tokenizer, data=data, stream=stream,
-              opt=opt, scaler=torch.amp.GradScaler(device.type, enabled=cfg.dtype == "fp16"),
-              amp=torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext(), device=device, rank=rank,
-              world_size=world_size, fsdp=fsdp, peak_lr=peak_lr, block=block, sample_prompt=sample_prompt,
-              wandb_id=f"{out.name}-{secrets.token_hex(4)}", flops_per_token=flops_per_token(model.config, block),
-              peak_flops=peak_flops(device), hellaswag=hellaswag)
-    if state is not None: _restore(run, state)
+    stream = Prefetcher(
+        data("train", rank, world_size), cfg.batch_size, pin_memory=device.type == "cuda"
+    )  # the next batch made during the step
+    run = Run(
+        cfg=cfg,
+        model=model,
+        step_model=step_model,
+        tokenizer=tokenizer,
+        data=data,
+        stream=stream,
+        opt=opt,
+        scaler=torch.amp.GradScaler(device.type, enabled=cfg.dtype == "fp16"),
+        amp=torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext(),
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        fsdp=fsdp,
+        peak_lr=peak_lr,
+        block=block,
+        sample_prompt=sample_prompt,
+        wandb_id=f"{out.name}-{secrets.token_hex(4)}",
+        flops_per_token=flops_per_token(model.config, block),
+        peak_flops=peak_flops(device),
+        hellaswag=hellaswag,
+    )
+    if state is not None:
+        _restore(run, state)
     run.total_steps = max(1, cfg.total_tokens // run.tokens_per_step)
     run.clock = (time.time(), run.tokens)
     run.log = _Log(cfg, out, rank, run.step if state is not None else None, run.wandb_id)
     if rank == 0:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-        if cfg.progress and (sys.stderr.isatty() or "ipykernel" in sys.modules):   # no bar redrawn into a log file
+        if cfg.progress and (sys.stderr.isatty() or "ipykernel" in sys.modules):  # no bar redrawn into a log file
             from tqdm.auto import tqdm
+
             run.bar = tqdm(total=run.total_steps, initial=run.step, desc="train", dynamic_ncols=True)
     return run
 
@@ -580,36 +914,63 @@ def train_step(run: Run) -> dict:
     "Stage 2: one optimizer step over `acc` micro-batches (skipped if the loss or gradient is not finite); its row of metrics."
     cfg, opt = run.cfg, run.opt
     lr = lr_at(run.tokens, run.peak_lr, cfg.warmup_tokens, cfg.total_tokens, cfg.min_lr_ratio)
-    for g in opt.param_groups: g["lr"] = lr
+    for g in opt.param_groups:
+        g["lr"] = lr
     loss_sum = 0.0
     for micro in range(cfg.acc):
         last = micro == cfg.acc - 1
         inputs = _inputs(run.stream.batch(cfg.batch_size), run.device)
-        if run.fsdp: run.model.set_requires_gradient_sync(last)            # reduce-scatter once per step
+        if run.fsdp:
+            run.model.set_requires_gradient_sync(last)  # reduce-scatter once per step
         sync = run.step_model.no_sync() if run.distributed and not run.fsdp and not last else nullcontext()
         with sync:
-            with run.amp: loss = run.step_model(**inputs, use_cache=False).loss
+            with run.amp:
+                loss = run.step_model(**inputs, use_cache=False).loss
             run.scaler.scale(loss / cfg.acc).backward()
         loss_sum += loss.detach().float().item() / cfg.acc
-    if run.scaler.is_enabled(): run.scaler.unscale_(opt)
-    gnorm = _full(torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip or math.inf)).item()   # 0: measure, never clip
+    if run.scaler.is_enabled():
+        run.scaler.unscale_(opt)
+    gnorm = _full(
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip or math.inf)
+    ).item()  # 0: measure, never clip
     loss_t = torch.tensor([loss_sum], dtype=torch.float64)
-    if run.distributed: dist.all_reduce(loss_t); loss_t /= run.world_size
-    run.step += 1; run.tokens += run.tokens_per_step
+    if run.distributed:
+        dist.all_reduce(loss_t)
+        loss_t /= run.world_size
+    run.step += 1
+    run.tokens += run.tokens_per_step
     if not (math.isfinite(loss_t.item()) and math.isfinite(gnorm)):
         run.bad += 1
         opt.zero_grad(set_to_none=True)
-        if run.scaler.is_enabled(): run.scaler.update()
-        return {"step": run.step, "tokens": run.tokens, "loss": None, "lr": lr, "skipped": "non-finite loss or gradient"}
+        if run.scaler.is_enabled():
+            run.scaler.update()
+        return {
+            "step": run.step,
+            "tokens": run.tokens,
+            "loss": None,
+            "lr": lr,
+            "skipped": "non-finite loss or gradient",
+        }
     run.bad = 0
-    if run.scaler.is_enabled(): run.scaler.step(opt); run.scaler.update()
-    else: opt.step()
+    if run.scaler.is_enabled():
+        run.scaler.step(opt)
+        run.scaler.update()
+    else:
+        opt.step()
     opt.zero_grad(set_to_none=True)
     now = time.time()
     tps = (run.tokens - run.clock[1]) / max(now - run.clock[0], 1e-9)
     run.clock = (now, run.tokens)
-    row = {"step": run.step, "tokens": run.tokens, "loss": loss_t.item(), "lr": lr, "grad_norm": gnorm, "tokens_per_s": tps}
-    if run.peak_flops: row["mfu"] = run.flops_per_token * tps / (run.peak_flops * run.world_size)
+    row = {
+        "step": run.step,
+        "tokens": run.tokens,
+        "loss": loss_t.item(),
+        "lr": lr,
+        "grad_norm": gnorm,
+        "tokens_per_s": tps,
+    }
+    if run.peak_flops:
+        row["mfu"] = run.flops_per_token * tps / (run.peak_flops * run.world_size)
     return row
 
 # %% ../nbs/07_train.ipynb #07f81265
@@ -617,79 +978,129 @@ def save_run_checkpoint(run: Run) -> Path | None:
     "Checkpoint the run at its current step (every process takes part; rank 0 writes the file and gets its path)."
     rngs, data_state = rng_state(), run.stream.state_dict()
     if run.distributed:
-        gathered = [None] * run.world_size; dist.all_gather_object(gathered, {"rng": rngs, "data": data_state})
+        gathered = [None] * run.world_size
+        dist.all_gather_object(gathered, {"rng": rngs, "data": data_state})
         rngs, data_state = [g["rng"] for g in gathered], [g["data"] for g in gathered]
     msd, osd = _full_state(run.model, run.opt) if run.fsdp else (run.model.state_dict(), run.opt.state_dict())
     path = None
     if run.rank == 0:
-        path = save_checkpoint({"model": msd, "optimizer": osd, "scaler": run.scaler.state_dict(), "step": run.step, "tokens": run.tokens,
-                                "bad": run.bad, "config": asdict(run.cfg), "wandb_id": run.wandb_id, "rng": rngs, "data": data_state},
-                               run.out / "checkpoints", run.step, run.cfg.keep_ckpts)
-    if run.distributed: dist.barrier()
+        path = save_checkpoint(
+            {
+                "model": msd,
+                "optimizer": osd,
+                "scaler": run.scaler.state_dict(),
+                "step": run.step,
+                "tokens": run.tokens,
+                "bad": run.bad,
+                "config": asdict(run.cfg),
+                "wandb_id": run.wandb_id,
+                "rng": rngs,
+                "data": data_state,
+            },
+            run.out / "checkpoints",
+            run.step,
+            run.cfg.keep_ckpts,
+        )
+    if run.distributed:
+        dist.barrier()
     run.saved_step = run.step
     return path
+
 
 def _show(run: Run, row: dict):
     "The progress bar, a line every `log_steps` (and with each validation), and the sample."
     if run.bar is not None:
         run.bar.update(1)
-        if row["loss"] is not None: run.bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
-    if run.rank or row["loss"] is None: return
+        if row["loss"] is not None:
+            run.bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+    if run.rank or row["loss"] is None:
+        return
     if run.step % run.cfg.log_steps == 0 or "val_loss" in row:
-        run.say(f"step {run.step}/{run.total_steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  {row['tokens_per_s']:,.0f} tok/s" +
-                (f"  val_loss {row['val_loss']:.4f}" if "val_loss" in row else ""))
-    if "sample" in row: run.say(f"sample: {row['sample'][:200]!r}")
+        run.say(
+            f"step {run.step}/{run.total_steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  {row['tokens_per_s']:,.0f} tok/s"
+            + (f"  val_loss {row['val_loss']:.4f}" if "val_loss" in row else "")
+        )
+    if "sample" in row:
+        run.say(f"sample: {row['sample'][:200]!r}")
+
 
 def after_step(run: Run, row: dict):
     "Stage 3: validation, HellaSwag and a sample when due, the row logged and shown, a checkpoint and an export when due."
     cfg, step = run.cfg, run.step
-    def due(every): return bool(every) and (step % every == 0 or step == run.total_steps)
-    evaluates = run.rank == 0 or run.fsdp               # under FSDP every process holds a share of the weights evaluation needs
+
+    def due(every):
+        return bool(every) and (step % every == 0 or step == run.total_steps)
+
+    evaluates = run.rank == 0 or run.fsdp  # under FSDP every process holds a share of the weights evaluation needs
     if row["loss"] is not None:
         if not cfg.skip_val and due(cfg.eval_steps):
             vl = _validate(run.model, cfg, run.tokenizer, run.data, run.device, run.amp) if evaluates else 0.0
             row.update(val_loss=vl, val_ppl=math.exp(min(vl, 50)))
         if evaluates and due(cfg.hellaswag_steps):
             from gpt3dev.evaluation import evaluate
-            hs = evaluate(run.model, run.tokenizer, "hellaswag", data_dir=cfg.eval_data_dir, limit=cfg.hellaswag_limit, batch_size=cfg.batch_size,
-                          docs=run.hellaswag)
+
+            hs = evaluate(
+                run.model,
+                run.tokenizer,
+                "hellaswag",
+                data_dir=cfg.eval_data_dir,
+                limit=cfg.hellaswag_limit,
+                batch_size=cfg.batch_size,
+                docs=run.hellaswag,
+            )
             row.update(hellaswag_acc=hs["hellaswag"]["acc"], hellaswag_acc_norm=hs["hellaswag"]["acc_norm"])
         if evaluates and not cfg.skip_gen and due(cfg.gen_steps):
-            row["sample"] = _sample(run.model, run.tokenizer, cfg, run.device, run.sample_prompt)   # under FSDP every rank samples the same tokens
+            row["sample"] = _sample(
+                run.model, run.tokenizer, cfg, run.device, run.sample_prompt
+            )  # under FSDP every rank samples the same tokens
     run.row = row
     run.log.write(row)
     _show(run, row)
     if row["loss"] is None:
         if run.bad >= cfg.max_bad_steps:
-            raise RuntimeError(f"{run.bad} steps with a non-finite loss or gradient (the last at step {step}): stopping; "
-                               f"lower --lr or try --dtype fp32, then --resume")
+            raise RuntimeError(
+                f"{run.bad} steps with a non-finite loss or gradient (the last at step {step}): stopping; "
+                f"lower --lr or try --dtype fp32, then --resume"
+            )
         return
-    if due(cfg.ckpt_steps): save_run_checkpoint(run)
-    if cfg.hf_save_steps and step % cfg.hf_save_steps == 0: _export_from(run.model, run.fsdp, run.rank, run.tokenizer, run.out / "hf")
+    if due(cfg.ckpt_steps):
+        save_run_checkpoint(run)
+    if cfg.hf_save_steps and step % cfg.hf_save_steps == 0:
+        _export_from(run.model, run.fsdp, run.rank, run.tokenizer, run.out / "hf")
 
 # %% ../nbs/07_train.ipynb #b11c8185
 def finish_run(run: Run):
     "Stage 4, for a run that reached its last step: the same weights on every process, the export to hf/, loss.png, the weights' fingerprint."
-    if run.distributed and not run.fsdp:                 # every rank must end with the same weights (FSDP keeps one copy)
+    if run.distributed and not run.fsdp:  # every rank must end with the same weights (FSDP keeps one copy)
         fp = torch.tensor([sum(p.detach().double().sum().item() for p in run.model.parameters())], dtype=torch.float64)
-        prints = [torch.zeros(1, dtype=torch.float64) for _ in range(run.world_size)]; dist.all_gather(prints, fp)
-        if any(p.item() != prints[0].item() for p in prints): raise RuntimeError(f"ranks ended with different weights: {[p.item() for p in prints]}")
+        prints = [torch.zeros(1, dtype=torch.float64) for _ in range(run.world_size)]
+        dist.all_gather(prints, fp)
+        if any(p.item() != prints[0].item() for p in prints):
+            raise RuntimeError(f"ranks ended with different weights: {[p.item() for p in prints]}")
     final = _export_from(run.model, run.fsdp, run.rank, run.tokenizer, run.out / "hf")
     if run.rank == 0:
         plot_losses(run.out / "metrics.jsonl", run.out / "loss.png")
-        (run.out / "weights_fingerprint.txt").write_text(repr(sum(p.detach().double().sum().item() for p in final.parameters())))
+        (run.out / "weights_fingerprint.txt").write_text(
+            repr(sum(p.detach().double().sum().item() for p in final.parameters()))
+        )
+
 
 def close_run(run: Run):
     "Stop loading data, close the progress bar and the log and leave the process group (after an error too)."
-    if hasattr(run.stream, "close"): run.stream.close()
-    if run.bar is not None: run.bar.close()
-    if run.log is not None: run.log.close()
+    if hasattr(run.stream, "close"):
+        run.stream.close()
+    if run.bar is not None:
+        run.bar.close()
+    if run.log is not None:
+        run.log.close()
     if run.distributed and dist.is_initialized():
         # gloo's exit deadlock: destroying the process group joins its worker threads while holding the GIL,
         # and a worker may still need the GIL to free the last collective's tensors. Let them finish first.
         time.sleep(0.5)
-        run.step_model = None; gc.collect()              # DDP's reducer holds the group too
+        run.step_model = None
+        gc.collect()  # DDP's reducer holds the group too
         dist.destroy_process_group()
+
 
 def report(run: Run) -> str:
     "What a finished run says last: where the model is, and how to use it."
@@ -697,36 +1108,56 @@ def report(run: Run) -> str:
     loss = f", loss {row['loss']:.3f}" if row.get("loss") is not None else ""
     val = f", validation loss {row['val_loss']:.3f}" if "val_loss" in row else ""
     chat = " --chat" if getattr(run.tokenizer, "chat_template", None) else ""
-    lines = [f"done: {run.step} steps, {run.tokens:,} tokens{loss}{val}",
-             f"the model: {hf}  (metrics: {run.out / 'metrics.jsonl'}, curves: {run.out / 'loss.png'})",
-             f"try it:    gpt3dev_generate --model {hf}{chat} --prompt 'Hello'",
-             f"in Python: import gpt3dev.modeling; AutoModelForCausalLM.from_pretrained('{hf}')  (transformers)"]
-    if run.log is not None and run.log.where: lines.append(f"W&B:       {run.log.where}")
+    lines = [
+        f"done: {run.step} steps, {run.tokens:,} tokens{loss}{val}",
+        f"the model: {hf}  (metrics: {run.out / 'metrics.jsonl'}, curves: {run.out / 'loss.png'})",
+        f"try it:    gpt3dev_generate --model {hf}{chat} --prompt 'Hello'",
+        f"in Python: import gpt3dev.modeling; AutoModelForCausalLM.from_pretrained('{hf}')  (transformers)",
+    ]
+    if run.log is not None and run.log.where:
+        lines.append(f"W&B:       {run.log.where}")
     return "\n".join(lines)
 
 # %% ../nbs/07_train.ipynb #92ffc011
 class StopSignals:
     "While active, a first Ctrl-C (SIGINT) or SIGTERM is recorded in `signum` for the loop to act on; a second raises KeyboardInterrupt."
-    def __init__(self, announce: bool = True): self.signum, self.announce, self._old = None, announce, {}
+
+    def __init__(self, announce: bool = True):
+        self.signum, self.announce, self._old = None, announce, {}
+
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():      # Python delivers signals to the main thread only
-            for s in (signal.SIGINT, signal.SIGTERM): self._old[s] = signal.signal(s, self._handle)
+        if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
         return self
+
     def _handle(self, signum, frame):
         again, self.signum = self.signum is not None, signum
-        if again: raise KeyboardInterrupt
-        if self.announce: print(f"{_signal_name(signum)}: stopping after the step in flight, with a checkpoint (again to stop at once)",
-                                file=sys.stderr, flush=True)
+        if again:
+            raise KeyboardInterrupt
+        if self.announce:
+            print(
+                f"{_signal_name(signum)}: stopping after the step in flight, with a checkpoint (again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
+
     def __exit__(self, *exc):
-        for s, handler in self._old.items(): signal.signal(s, handler)
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
         self._old = {}
+
 
 def _stop_requested(run: Run, stop: StopSignals) -> bool:
     "Whether any process was asked to stop: all of them stop after the same step."
-    if not run.distributed: return stop.signum is not None
-    flag = torch.tensor([stop.signum or 0], device=run.device); dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    if flag.item() and stop.signum is None: stop.signum = int(flag.item())
+    if not run.distributed:
+        return stop.signum is not None
+    flag = torch.tensor([stop.signum or 0], device=run.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and stop.signum is None:
+        stop.signum = int(flag.item())
     return bool(flag.item())
+
 
 def _signal_name(signum: int) -> str:
     "How a person knows the signal."
@@ -735,10 +1166,16 @@ def _signal_name(signum: int) -> str:
 # %% ../nbs/07_train.ipynb #cb199f95
 def _stopped(run: Run, signum: int) -> str:
     "Checkpoint a run stopped by a signal (unless this step has one) and say how to go on."
-    path = save_run_checkpoint(run) if run.step and run.saved_step != run.step else latest_checkpoint(run.out / "checkpoints")
+    path = (
+        save_run_checkpoint(run)
+        if run.step and run.saved_step != run.step
+        else latest_checkpoint(run.out / "checkpoints")
+    )
     head = f"stopped by {_signal_name(signum)} after step {run.step} of {run.total_steps}"
-    if path is None: return f"{head}: nothing was saved yet; start it again with the same command"    # a start: --resume has nothing to resume
+    if path is None:
+        return f"{head}: nothing was saved yet; start it again with the same command"  # a start: --resume has nothing to resume
     return f"{head}: checkpoint {path}; continue with the same command and --resume"
+
 
 def train(cfg: TrainConfig, model=None, tokenizer=None, data=None, sample_prompt: list[int] | None = None) -> dict:
     """Pretrain a model as `cfg` says; returns the last step's metrics.
@@ -751,24 +1188,36 @@ def train(cfg: TrainConfig, model=None, tokenizer=None, data=None, sample_prompt
         try:
             try:
                 run = start_run(cfg, model, tokenizer, data, sample_prompt)
-                while run.step < run.total_steps and not _stop_requested(run, stop): after_step(run, train_step(run))
-                if run.step < run.total_steps: stopped = _stopped(run, stop.signum)
-                else: finish_run(run)
+                while run.step < run.total_steps and not _stop_requested(run, stop):
+                    after_step(run, train_step(run))
+                if run.step < run.total_steps:
+                    stopped = _stopped(run, stop.signum)
+                else:
+                    finish_run(run)
             finally:
-                if run is not None: close_run(run)
+                if run is not None:
+                    close_run(run)
         except KeyboardInterrupt:
             newest = latest_checkpoint(Path(cfg.out) / "checkpoints")
-            stopped = (f"stopped at once by a second {_signal_name(stop.signum or signal.SIGINT)}: " +
-                       (f"the newest complete checkpoint is {newest}; continue with the same command and --resume" if newest else "no checkpoint was written"))
+            stopped = f"stopped at once by a second {_signal_name(stop.signum or signal.SIGINT)}: " + (
+                f"the newest complete checkpoint is {newest}; continue with the same command and --resume"
+                if newest
+                else "no checkpoint was written"
+            )
     rank0 = run.rank == 0 if run is not None else int(os.environ.get("RANK", "0")) == 0
     if stopped is not None:
-        if rank0: print(stopped, file=sys.stderr, flush=True)
+        if rank0:
+            print(stopped, file=sys.stderr, flush=True)
         raise SystemExit(128 + (stop.signum or signal.SIGINT))
-    if rank0: print(report(run), flush=True)
+    if rank0:
+        print(report(run), flush=True)
     return run.row
 
 # %% ../nbs/07_train.ipynb #960830b9
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `gpt3dev_train`: 0 on success, 2 for bad input, 3 when training had to stop."
-    ap = CLIParser(prog="gpt3dev_train", description="Pretrain a GPT-3-style model (default: the tiny preset on the embedded corpus, offline).")
+    ap = CLIParser(
+        prog="gpt3dev_train",
+        description="Pretrain a GPT-3-style model (default: the tiny preset on the embedded corpus, offline).",
+    )
     return run_cli(ap, TrainConfig, train, argv)

@@ -21,7 +21,9 @@ __all__ = ['pattern_stats', 'plot_pattern', 'plot_patterns', 'attention_weights'
 # %% ../nbs/10_widgets.ipynb #ed088dbe
 def _pyplot():
     import matplotlib.pyplot as plt
+
     return plt
+
 
 def _figure(*args, **kwargs):
     """`plt.subplots(*args, **kwargs)`, with the figure taken out of pyplot's list of open figures.
@@ -33,10 +35,12 @@ def _figure(*args, **kwargs):
     plt.close(fig)
     return fig, axes
 
+
 def pattern_stats(pattern: Pattern, n: int) -> dict:
     "Scores computed at length `n`: count, density, and the share of dense causal attention's FLOPs saved."
     nnz, dense = pattern.nnz(n), n * (n + 1) // 2
     return {"nnz": nnz, "density": nnz / (n * n), "flops_saved": 1 - nnz / dense}
+
 
 def plot_pattern(pattern: Pattern | str, n: int = 64, ax=None):
     "Heatmap of `pattern`'s mask over `n` positions (query rows, key columns), titled with its density and FLOPs saved."
@@ -44,14 +48,20 @@ def plot_pattern(pattern: Pattern | str, n: int = 64, ax=None):
     fig, ax = (ax.figure, ax) if ax is not None else _figure(figsize=(4.2, 4.4))
     ax.imshow(pattern.dense(n).numpy(), cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     st = pattern_stats(pattern, n)
-    ax.set_title(f"{pattern}  (n={n})\ndensity {st['density']:.1%}, {st['flops_saved']:.0%} of dense causal FLOPs saved", fontsize=9)
-    ax.set_xlabel("key position j"); ax.set_ylabel("query position i")
+    ax.set_title(
+        f"{pattern}  (n={n})\ndensity {st['density']:.1%}, {st['flops_saved']:.0%} of dense causal FLOPs saved",
+        fontsize=9,
+    )
+    ax.set_xlabel("key position j")
+    ax.set_ylabel("query position i")
     return fig
+
 
 def plot_patterns(patterns: list, n: int = 64):
     "`plot_pattern` for several patterns side by side (specs or `Pattern`s)."
     fig, axes = _figure(1, len(patterns), figsize=(4 * len(patterns), 4.4), squeeze=False)
-    for ax, pattern in zip(axes[0], patterns): plot_pattern(pattern, n, ax=ax)
+    for ax, pattern in zip(axes[0], patterns):
+        plot_pattern(pattern, n, ax=ax)
     fig.tight_layout()
     return fig
 
@@ -60,31 +70,41 @@ def plot_patterns(patterns: list, n: int = 64):
 def attention_weights(model, tokenizer, text: str) -> tuple[list[torch.Tensor], list[str]]:
     "Every layer's attention weights `[heads, T, T]` for `text`, and its tokens as strings."
     ids = tokenizer(text, return_tensors="pt").input_ids.to(next(model.parameters()).device)
-    if ids.shape[1] == 0: raise ValueError("the text is empty")
-    was = model.training; model.eval()
+    if ids.shape[1] == 0:
+        raise ValueError("the text is empty")
+    was = model.training
+    model.eval()
     out = model(ids, output_attentions=True, use_cache=False)
     model.train(was)
     tokens = [tokenizer.decode([t]) for t in ids[0].tolist()]
     return [a[0].float().cpu() for a in out.attentions], tokens
+
 
 def layer_pattern(model, layer: int) -> str:
     "The attention pattern spec of `layer` ('dense' for models that do not say)."
     layers = getattr(model.config, "attention_layers", None)
     return str(layers[layer]) if layers else "dense"
 
+
 def _draw_attention(ax, weights: torch.Tensor, tokens: list[str], title: str):
     n = len(tokens)
     ax.imshow(weights.numpy(), cmap="viridis", vmin=0, interpolation="nearest")
     if n <= 48:
         labels = [repr(t)[1:-1] for t in tokens]
-        ax.set_xticks(range(n), labels, rotation=90, fontsize=7); ax.set_yticks(range(n), labels, fontsize=7)
-    ax.set_title(title, fontsize=9); ax.set_xlabel("key (attended to)"); ax.set_ylabel("query")
+        ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), labels, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query")
+
 
 def plot_attention(model, tokenizer, text: str, layer: int = 0, head: int = 0):
     "Heatmap of layer `layer`, head `head`'s attention weights over the tokens of `text`."
     weights, tokens = attention_weights(model, tokenizer, text)
-    if not 0 <= layer < len(weights): raise ValueError(f"layer must be in [0, {len(weights) - 1}], got {layer}")
-    if not 0 <= head < weights[layer].shape[0]: raise ValueError(f"head must be in [0, {weights[layer].shape[0] - 1}], got {head}")
+    if not 0 <= layer < len(weights):
+        raise ValueError(f"layer must be in [0, {len(weights) - 1}], got {layer}")
+    if not 0 <= head < weights[layer].shape[0]:
+        raise ValueError(f"head must be in [0, {weights[layer].shape[0] - 1}], got {head}")
     fig, ax = _figure(figsize=(6, 6))
     _draw_attention(ax, weights[layer][head], tokens, f"layer {layer} ({layer_pattern(model, layer)}), head {head}")
     fig.tight_layout()
@@ -94,9 +114,12 @@ def plot_attention(model, tokenizer, text: str, layer: int = 0, head: int = 0):
 def read_metrics(path) -> list[dict]:
     "The rows of a `metrics.jsonl` (or of the one in run directory `path`)."
     path = Path(path)
-    if path.is_dir(): path = path / "metrics.jsonl"
-    if not path.is_file(): raise FileNotFoundError(f"no metrics file at {path}")
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics file at {path}")
     return list(read_jsonl(path))
+
 
 def plot_metrics(path):
     "Loss (training and validation) and learning rate against tokens, from a run's `metrics.jsonl`."
@@ -105,27 +128,39 @@ def plot_metrics(path):
     fig, (ax, lx) = _figure(1, 2, figsize=(11, 4))
     ax.plot([r["tokens"] for r in ok], [r["loss"] for r in ok], lw=0.8, label="train")
     val = [r for r in ok if "val_loss" in r]
-    if val: ax.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
-    ax.set_xlabel("tokens"); ax.set_ylabel("loss"); ax.legend(); ax.set_title("loss")
-    lx.plot([r["tokens"] for r in rows], [r["lr"] for r in rows]); lx.set_xlabel("tokens"); lx.set_title("learning rate")
+    if val:
+        ax.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.set_title("loss")
+    lx.plot([r["tokens"] for r in rows], [r["lr"] for r in rows])
+    lx.set_xlabel("tokens")
+    lx.set_title("learning rate")
     fig.tight_layout()
     return fig
 
 # %% ../nbs/10_widgets.ipynb #54d16d87
 def _widgets():
     import ipywidgets
+
     return ipywidgets
+
 
 def _show(out, fig):
     "Replace what Output widget `out` shows with `fig`."
     from IPython.display import display
+
     out.clear_output(wait=True)
-    with out: display(fig)
+    with out:
+        display(fig)
+
 
 def pattern_spec(kind: str, **params) -> str:
     "The spec of registered pattern `kind` with its parameters taken from `params` (the others are ignored)."
     cls = registered()[kind]
     return str(cls(**{p: params[p] for p in cls.param_names()}))
+
 
 def pattern_explorer(n: int = 64, kind: str = "local", **params):
     "A widget: a pattern chooser, the sequence length, and a slider for each parameter of the registered patterns."
@@ -140,9 +175,11 @@ def pattern_explorer(n: int = 64, kind: str = "local", **params):
     box.controls = dict(kind=kind_w, n=n_w, **sliders)
 
     def redraw(*_):
-        for p, w in sliders.items(): w.disabled = p not in kinds[kind_w.value].param_names()
-        try: spec = pattern_spec(kind_w.value, **{p: w.value for p, w in sliders.items()})
-        except ValueError as e:                      # such as a fixed summary wider than its stride
+        for p, w in sliders.items():
+            w.disabled = p not in kinds[kind_w.value].param_names()
+        try:
+            spec = pattern_spec(kind_w.value, **{p: w.value for p, w in sliders.items()})
+        except ValueError as e:  # such as a fixed summary wider than its stride
             info.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
             return
         st = pattern_stats(parse(spec), n_w.value)
@@ -151,7 +188,8 @@ def pattern_explorer(n: int = 64, kind: str = "local", **params):
         box.figure = plot_pattern(spec, n_w.value)
         _show(out, box.figure)
 
-    for w in box.controls.values(): w.observe(redraw, names="value")
+    for w in box.controls.values():
+        w.observe(redraw, names="value")
     redraw()
     return box
 
@@ -163,8 +201,15 @@ def attention_viewer(model, tokenizer, text: str):
     specs = [layer_pattern(model, i) for i in range(len(weights))]
     dense = [i for i, s in enumerate(specs) if s == "dense"]
     sparse = [i for i, s in enumerate(specs) if s != "dense"]
-    groups = [("dense layer", dense), ("sparse layer", sparse)] if dense and sparse else [("layer", list(range(len(weights))))]
-    selectors = [W.Dropdown(options=[(f"{i} ({specs[i]})", i) for i in layers], value=layers[0], description=name) for name, layers in groups]
+    groups = (
+        [("dense layer", dense), ("sparse layer", sparse)]
+        if dense and sparse
+        else [("layer", list(range(len(weights))))]
+    )
+    selectors = [
+        W.Dropdown(options=[(f"{i} ({specs[i]})", i) for i in layers], value=layers[0], description=name)
+        for name, layers in groups
+    ]
     head_w = W.IntSlider(value=0, min=0, max=weights[0].shape[0] - 1, description="head")
     out = W.Output()
     box = W.VBox([W.HBox([*selectors, head_w]), out])
@@ -174,12 +219,18 @@ def attention_viewer(model, tokenizer, text: str):
     def redraw(*_):
         fig, axes = _figure(1, len(selectors), figsize=(6 * len(selectors), 6), squeeze=False)
         for ax, sel in zip(axes[0], selectors):
-            _draw_attention(ax, weights[sel.value][head_w.value], tokens, f"layer {sel.value} ({specs[sel.value]}), head {head_w.value}")
+            _draw_attention(
+                ax,
+                weights[sel.value][head_w.value],
+                tokens,
+                f"layer {sel.value} ({specs[sel.value]}), head {head_w.value}",
+            )
         fig.tight_layout()
         box.figure = fig
         _show(out, fig)
 
-    for w in [*selectors, head_w]: w.observe(redraw, names="value")
+    for w in [*selectors, head_w]:
+        w.observe(redraw, names="value")
     redraw()
     return box
 
@@ -187,61 +238,110 @@ def attention_viewer(model, tokenizer, text: str):
 def _colour(p: float) -> str:
     "Background for a token of probability `p`: red (unlikely) through yellow to green (likely), on a log scale."
     import math
-    x = min(1.0, max(0.0, 1 + math.log10(max(p, 1e-4)) / 4))     # 1e-4 -> 0, 1 -> 1
+
+    x = min(1.0, max(0.0, 1 + math.log10(max(p, 1e-4)) / 4))  # 1e-4 -> 0, 1 -> 1
     return f"hsl({int(120 * x)}, 75%, 80%)"
+
 
 def tokens_html(prompt: str, tokens: list[tuple[str, float]]) -> str:
     "HTML of a prompt and its generated tokens, each coloured by probability with the value on hover."
-    spans = "".join(f'<span title="p = {p:.4f}" style="background:{_colour(p)}">{html.escape(t)}</span>' for t, p in tokens)
+    spans = "".join(
+        f'<span title="p = {p:.4f}" style="background:{_colour(p)}">{html.escape(t)}</span>' for t, p in tokens
+    )
     return f'<pre style="white-space:pre-wrap;font-size:13px"><b>{html.escape(prompt)}</b>{spans}</pre>'
+
 
 class _ProbabilityStreamer:
     "Receives each new token from `generate` (a transformers streamer), looks up its probability, and reports it."
+
     def __init__(self, tokenizer, recorder, on_token):
-        self.tokenizer, self.recorder, self.on_token, self.prompt_seen, self.ids = tokenizer, recorder, on_token, False, []
+        self.tokenizer, self.recorder, self.on_token, self.prompt_seen, self.ids = (
+            tokenizer,
+            recorder,
+            on_token,
+            False,
+            [],
+        )
+
     def put(self, value):
-        if not self.prompt_seen: self.prompt_seen = True; return          # generate first sends the prompt
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return  # generate first sends the prompt
         tid = int(value.reshape(-1)[0])
         p = float(self.recorder.probs[-1][0, tid])
-        before = self.tokenizer.decode(self.ids); self.ids.append(tid)
-        self.on_token(self.tokenizer.decode(self.ids)[len(before):], p)   # decode in context: multi-byte characters come out whole
-    def end(self): pass
+        before = self.tokenizer.decode(self.ids)
+        self.ids.append(tid)
+        self.on_token(
+            self.tokenizer.decode(self.ids)[len(before) :], p
+        )  # decode in context: multi-byte characters come out whole
+
+    def end(self):
+        pass
+
 
 def _probability_recorder():
     from transformers import LogitsProcessor
+
     class Recorder(LogitsProcessor):
         "Keeps the model's next-token distribution at each step (custom processors run before sampling's warpers)."
-        def __init__(self): self.probs = []
+
+        def __init__(self):
+            self.probs = []
+
         def __call__(self, input_ids, scores):
-            self.probs.append(torch.softmax(scores.float(), -1).cpu()); return scores
+            self.probs.append(torch.softmax(scores.float(), -1).cpu())
+            return scores
+
     return Recorder()
 
-def generate_with_probabilities(model, tokenizer, prompt: str, settings=None, chat: bool = False, on_token=None) -> list[tuple[str, float]]:
+
+def generate_with_probabilities(
+    model, tokenizer, prompt: str, settings=None, chat: bool = False, on_token=None
+) -> list[tuple[str, float]]:
     "Generate from `prompt`, calling `on_token(text, probability)` as each token comes; returns all `(text, probability)`."
     from dataclasses import replace
     from transformers import LogitsProcessorList
     from gpt3dev.generate import SamplingConfig, generate_ids
+
     got, rec = [], _probability_recorder()
     streamer = _ProbabilityStreamer(tokenizer, rec, lambda t, p: (got.append((t, p)), on_token and on_token(t, p)))
-    generate_ids(model, tokenizer, prompt, replace(settings or SamplingConfig(), num_return_sequences=1), chat,
-                 logits_processor=LogitsProcessorList([rec]), streamer=streamer)
+    generate_ids(
+        model,
+        tokenizer,
+        prompt,
+        replace(settings or SamplingConfig(), num_return_sequences=1),
+        chat,
+        logits_processor=LogitsProcessorList([rec]),
+        streamer=streamer,
+    )
     return got
+
 
 def generation_playground(model, tokenizer, prompt: str = "The meaning of life is", chat: bool = False):
     "A widget: prompt, temperature, top-k, top-p, repetition penalty and length controls; tokens stream in, coloured by probability."
     W = _widgets()
     from gpt3dev.generate import SamplingConfig
+
     prompt_w = W.Textarea(value=prompt, description="prompt", layout=W.Layout(width="100%"))
-    c = dict(temperature=W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.05, description="temperature"),
-             top_k=W.IntSlider(value=50, min=0, max=200, description="top-k"),
-             top_p=W.FloatSlider(value=0.95, min=0.05, max=1.0, step=0.05, description="top-p"),
-             repetition_penalty=W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.05, description="rep. penalty"),
-             max_new_tokens=W.IntSlider(value=40, min=1, max=512, description="max tokens"),
-             seed=W.IntText(value=0, description="seed"))
+    c = dict(
+        temperature=W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.05, description="temperature"),
+        top_k=W.IntSlider(value=50, min=0, max=200, description="top-k"),
+        top_p=W.FloatSlider(value=0.95, min=0.05, max=1.0, step=0.05, description="top-p"),
+        repetition_penalty=W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.05, description="rep. penalty"),
+        max_new_tokens=W.IntSlider(value=40, min=1, max=512, description="max tokens"),
+        seed=W.IntText(value=0, description="seed"),
+    )
     chat_w = W.Checkbox(value=chat, description="chat template")
     button, status, out = W.Button(description="Generate", button_style="primary"), W.HTML(), W.HTML()
-    box = W.VBox([prompt_w, W.HBox([c["temperature"], c["top_k"], c["top_p"]]), W.HBox([c["repetition_penalty"], c["max_new_tokens"], c["seed"]]),
-                  W.HBox([button, chat_w, status]), out])
+    box = W.VBox(
+        [
+            prompt_w,
+            W.HBox([c["temperature"], c["top_k"], c["top_p"]]),
+            W.HBox([c["repetition_penalty"], c["max_new_tokens"], c["seed"]]),
+            W.HBox([button, chat_w, status]),
+            out,
+        ]
+    )
     box.controls = {"prompt": prompt_w, "chat": chat_w, "button": button, **c}
     box.tokens, box.output = [], out
 
@@ -250,8 +350,11 @@ def generation_playground(model, tokenizer, prompt: str = "The meaning of life i
         try:
             settings = SamplingConfig(**{k: w.value for k, w in c.items()})
             status.value = "generating…"
+
             def on_token(t, p):
-                box.tokens.append((t, p)); out.value = tokens_html(prompt_w.value, box.tokens)
+                box.tokens.append((t, p))
+                out.value = tokens_html(prompt_w.value, box.tokens)
+
             generate_with_probabilities(model, tokenizer, prompt_w.value, settings, chat_w.value, on_token)
             ps = [p for _, p in box.tokens]
             status.value = f"{len(ps)} tokens, mean probability {sum(ps) / max(1, len(ps)):.3f}"

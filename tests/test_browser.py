@@ -4,6 +4,7 @@
 `<Figure size 600x600 with 1 Axes>` passes unnoticed. This test needs Chromium and Playwright; without them it
 is skipped with the reason, unless `GPT3DEV_BROWSER_TESTS=1` (set by CI), where a missing browser is a failure.
 """
+
 import os
 import shutil
 import sys
@@ -23,11 +24,13 @@ def _browser():
     chromium = find_chromium()
     try:
         import playwright.sync_api  # noqa: F401
+
         missing = None if chromium else "Chromium (apt install chromium, or set GPT3DEV_CHROMIUM)"
     except ImportError:
         missing = "playwright (pip install playwright)"
     if missing:
-        if REQUIRED: pytest.fail(f"GPT3DEV_BROWSER_TESTS=1 but {missing} is missing")
+        if REQUIRED:
+            pytest.fail(f"GPT3DEV_BROWSER_TESTS=1 but {missing} is missing")
         pytest.skip(f"browser test skipped: {missing} is missing")
     return chromium
 
@@ -43,11 +46,11 @@ def test_widgets_notebook_in_jupyterlab():
     try:
         nb_path = work / "10_widgets.ipynb"
         shutil.copy(ROOT / "nbs" / "10_widgets.ipynb", nb_path)
-        shutil.copytree(ROOT / "nbs" / "images", work / "images")          # the screenshots its markdown shows
+        shutil.copytree(ROOT / "nbs" / "images", work / "images")  # the screenshots its markdown shows
         with jupyterlab(work, log=work / "lab.log") as url, browser_page(chromium) as page:
             try:
                 run_all(page, url, nb_path.name, timeout_s=400)
-                page.wait_for_timeout(1500)                                  # let widget views finish rendering
+                page.wait_for_timeout(1500)  # let widget views finish rendering
                 dom = page.evaluate("""() => ({
                     errors: document.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] .jp-RenderedText, .jp-OutputArea-output .ansi-red-fg').length,
                     widgetImages: document.querySelectorAll('.jupyter-widgets .jp-OutputArea-output img, .widget-output img').length,
@@ -72,5 +75,9 @@ def test_widgets_notebook_in_jupyterlab():
     widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert len(widgets) == 3, f"expected the explorer, the viewer and the playground; got {len(widgets)} widget outputs"
     # each widget ends in a state worth looking at: pictures drawn, and the playground showing a generation
-    assert dom["widgetImages"] >= 2, f"the explorer and the viewer should each show a picture; the page has {dom['widgetImages']}"
-    assert dom["tokens"] >= 40 and dom["status"], f"the playground shows {dom['tokens']} generated tokens, status {dom['status']}"
+    assert dom["widgetImages"] >= 2, (
+        f"the explorer and the viewer should each show a picture; the page has {dom['widgetImages']}"
+    )
+    assert dom["tokens"] >= 40 and dom["status"], (
+        f"the playground shows {dom['tokens']} generated tokens, status {dom['status']}"
+    )

@@ -1,4 +1,5 @@
 """The console scripts, run as a user runs them: a subprocess, real files, exit codes and one-line errors."""
+
 import json
 import os
 import shutil
@@ -13,14 +14,22 @@ TOKENIZER = SHARED / "data" / "gpt2-tokenizer"
 
 
 def cli(*args, cwd=None):
-    return subprocess.run(["gpt3dev_arch", *args],
-                          capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(["gpt3dev_arch", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_arch_table_lists_every_paper_size():
     r = cli()
     assert r.returncode == 0, r.stderr
-    for name in ["gpt3-small", "gpt3-medium", "gpt3-large", "gpt3-xl", "gpt3-2.7b", "gpt3-6.7b", "gpt3-13b", "gpt3-175b"]:
+    for name in [
+        "gpt3-small",
+        "gpt3-medium",
+        "gpt3-large",
+        "gpt3-xl",
+        "gpt3-2.7b",
+        "gpt3-6.7b",
+        "gpt3-13b",
+        "gpt3-175b",
+    ]:
         assert name in r.stdout
 
 
@@ -30,20 +39,31 @@ def test_arch_saves_a_checkpoint_transformers_loads(tmp_path):
     assert r.returncode == 0, r.stderr
     config = json.loads((tmp_path / "ck" / "config.json").read_text())
     assert config["model_type"] == "gpt3dev" and config["n_layer"] == 2 and config["vocab_size"] == 50257
-    code = ("import gpt3dev.modeling, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
-            f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'ck')!r}); t = AutoTokenizer.from_pretrained({str(tmp_path / 'ck')!r}); "
-            "ids = t('hello world', return_tensors='pt').input_ids; print(m.generate(ids, max_new_tokens=3, do_sample=False).shape[1] - ids.shape[1])")
+    code = (
+        "import gpt3dev.modeling, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
+        f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'ck')!r}); t = AutoTokenizer.from_pretrained({str(tmp_path / 'ck')!r}); "
+        "ids = t('hello world', return_tensors='pt').input_ids; print(m.generate(ids, max_new_tokens=3, do_sample=False).shape[1] - ids.shape[1])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("3")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--preset", "tiny", "--set", "n_embd=30"], "gpt3dev_arch: error: GPT3DevConfig.n_embd (30) must be divisible by n_head (4)"),
-    (["--save", "somewhere"], "gpt3dev_arch: error: --save needs --preset"),
-    (["--preset", "tiny", "--set", "n_layer"], "gpt3dev_arch: error: --set expects KEY=VALUE, got 'n_layer'"),
-    (["--preset", "tiny", "--save", "x", "--tokenizer", "/no/such/dir"], "gpt3dev_arch: error: tokenizer '/no/such/dir': no such directory"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--preset", "tiny", "--set", "n_embd=30"],
+            "gpt3dev_arch: error: GPT3DevConfig.n_embd (30) must be divisible by n_head (4)",
+        ),
+        (["--save", "somewhere"], "gpt3dev_arch: error: --save needs --preset"),
+        (["--preset", "tiny", "--set", "n_layer"], "gpt3dev_arch: error: --set expects KEY=VALUE, got 'n_layer'"),
+        (
+            ["--preset", "tiny", "--save", "x", "--tokenizer", "/no/such/dir"],
+            "gpt3dev_arch: error: tokenizer '/no/such/dir': no such directory",
+        ),
+    ],
+)
 def test_arch_bad_input_is_one_line_and_nonzero(args, message, tmp_path):
     r = cli(*args, cwd=tmp_path)
     assert r.returncode != 0
@@ -53,19 +73,53 @@ def test_arch_bad_input_is_one_line_and_nonzero(args, message, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    if not TOKENIZER.exists(): pytest.skip(f"shared data not found at {SHARED} (set GPT3DEV_SHARED)")
+    if not TOKENIZER.exists():
+        pytest.skip(f"shared data not found at {SHARED} (set GPT3DEV_SHARED)")
     d = tmp_path_factory.mktemp("ck") / "tiny"
-    r = subprocess.run(["gpt3dev_arch", "--preset", "tiny", "--set", "n_positions=512", "--save", str(d), "--tokenizer", str(TOKENIZER)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            "gpt3dev_arch",
+            "--preset",
+            "tiny",
+            "--set",
+            "n_positions=512",
+            "--save",
+            str(d),
+            "--tokenizer",
+            str(TOKENIZER),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     return d
 
 
 def test_eval_cli_writes_metrics_and_samples(tiny_checkpoint, tmp_path):
     out, samples = tmp_path / "r.json", tmp_path / "s.jsonl"
-    r = subprocess.run(["gpt3dev_eval", "--model", str(tiny_checkpoint), "--data-dir", str(SHARED / "data"), "--run-lambada",
-                        "--run-mmlu", "--mmlu-tasks", "anatomy,virology", "--num-fewshot", "2", "--limit", "5",
-                        "--output", str(out), "--log-samples", str(samples)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            "gpt3dev_eval",
+            "--model",
+            str(tiny_checkpoint),
+            "--data-dir",
+            str(SHARED / "data"),
+            "--run-lambada",
+            "--run-mmlu",
+            "--mmlu-tasks",
+            "anatomy,virology",
+            "--num-fewshot",
+            "2",
+            "--limit",
+            "5",
+            "--output",
+            str(out),
+            "--log-samples",
+            str(samples),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
     assert res["lambada"]["n"] == 5 and res["mmlu"]["n"] == 10 and res["mmlu"]["num_fewshot"] == 2
@@ -75,19 +129,27 @@ def test_eval_cli_writes_metrics_and_samples(tiny_checkpoint, tmp_path):
     assert "lambada" in r.stdout and "2-shot" in r.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "/no/such/model"], "gpt3dev_eval: error: model '/no/such/model': no such directory"),
-    (["--limit", "0"], "gpt3dev_eval: error: --limit must be >= 1, got 0"),
-    (["--run-mmlu", "--mmlu-tasks", "astrology"], "gpt3dev_eval: error: unknown MMLU subject(s) ['astrology']"),
-    (["--run-mmlu", "--num-fewshot", "9", "--limit", "1", "--mmlu-tasks", "anatomy"], "gpt3dev_eval: error: MMLU num_fewshot must be 0-5"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "/no/such/model"], "gpt3dev_eval: error: model '/no/such/model': no such directory"),
+        (["--limit", "0"], "gpt3dev_eval: error: --limit must be >= 1, got 0"),
+        (["--run-mmlu", "--mmlu-tasks", "astrology"], "gpt3dev_eval: error: unknown MMLU subject(s) ['astrology']"),
+        (
+            ["--run-mmlu", "--num-fewshot", "9", "--limit", "1", "--mmlu-tasks", "anatomy"],
+            "gpt3dev_eval: error: MMLU num_fewshot must be 0-5",
+        ),
+    ],
+)
 def test_eval_cli_bad_input(tiny_checkpoint, args, message):
     base = ["--model", str(tiny_checkpoint), "--data-dir", str(SHARED / "data")]
-    if "--model" in args: base = ["--data-dir", str(SHARED / "data")]
-    r = subprocess.run(["gpt3dev_eval", *base, *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if "--model" in args:
+        base = ["--data-dir", str(SHARED / "data")]
+    r = subprocess.run(
+        ["gpt3dev_eval", *base, *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.strip().splitlines()[-1].startswith(message), r.stderr
-
 
 
 @pytest.mark.parametrize("flag", ["--output", "--log-samples"])
@@ -95,8 +157,19 @@ def test_eval_cli_keeps_an_existing_file_unless_overwrite(tiny_checkpoint, tmp_p
     "A file the user named that exists is refused before anything runs, one line naming flag and file, and left as it was."
     earlier = tmp_path / "earlier.json"
     earlier.write_text("earlier results\n")
-    args = ["gpt3dev_eval", "--model", str(tiny_checkpoint), "--data-dir", str(SHARED / "data"), "--tasks", "lambada_openai",
-            "--limit", "2", flag, str(earlier)]
+    args = [
+        "gpt3dev_eval",
+        "--model",
+        str(tiny_checkpoint),
+        "--data-dir",
+        str(SHARED / "data"),
+        "--tasks",
+        "lambada_openai",
+        "--limit",
+        "2",
+        flag,
+        str(earlier),
+    ]
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and r.stdout == "", (r.stdout, r.stderr)
@@ -121,36 +194,62 @@ def test_arch_keeps_an_existing_checkpoint_unless_overwrite(tiny_checkpoint, tmp
     assert r.returncode == 0, r.stderr
     assert json.loads((d / "config.json").read_text())["n_layer"] == 2
 
+
 def test_generate_cli_is_reproducible_and_reads_stdin(tiny_checkpoint):
-    base = ["gpt3dev_generate", "--model", str(tiny_checkpoint), "--max-new-tokens", "12", "--temperature", "0.9", "--top-p", "0.95"]
+    base = [
+        "gpt3dev_generate",
+        "--model",
+        str(tiny_checkpoint),
+        "--max-new-tokens",
+        "12",
+        "--temperature",
+        "0.9",
+        "--top-p",
+        "0.95",
+    ]
     a = subprocess.run(base + ["--prompt", "ROMEO:", "--seed", "5"], capture_output=True, text=True)
     b = subprocess.run(base + ["--seed", "5"], input="ROMEO:", capture_output=True, text=True)
     c = subprocess.run(base + ["--prompt", "ROMEO:", "--seed", "6"], capture_output=True, text=True)
     assert a.returncode == b.returncode == c.returncode == 0, a.stderr
     assert a.stdout == b.stdout and a.stdout.startswith("ROMEO:")
     assert a.stdout != c.stdout
-    several = subprocess.run(base + ["--prompt", "ROMEO:", "--seed", "5", "--num-return-sequences", "2"], capture_output=True, text=True)
+    several = subprocess.run(
+        base + ["--prompt", "ROMEO:", "--seed", "5", "--num-return-sequences", "2"], capture_output=True, text=True
+    )
     assert several.returncode == 0 and several.stdout.count("ROMEO:") == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--temperature", "-0.1"], "gpt3dev_generate: error: temperature must be >= 0 (0 is greedy), got -0.1"),
-    (["--top-p", "1.2"], "gpt3dev_generate: error: top_p must be in (0, 1], got 1.2"),
-    (["--prompt", "  "], "gpt3dev_generate: error: the prompt is empty"),
-    (["--chat"], "gpt3dev_generate: error: this tokenizer has no chat template"),
-    (["--max-new-tokens", "600"], "gpt3dev_generate: error: the prompt has"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "-0.1"], "gpt3dev_generate: error: temperature must be >= 0 (0 is greedy), got -0.1"),
+        (["--top-p", "1.2"], "gpt3dev_generate: error: top_p must be in (0, 1], got 1.2"),
+        (["--prompt", "  "], "gpt3dev_generate: error: the prompt is empty"),
+        (["--chat"], "gpt3dev_generate: error: this tokenizer has no chat template"),
+        (["--max-new-tokens", "600"], "gpt3dev_generate: error: the prompt has"),
+    ],
+)
 def test_generate_cli_bad_input(tiny_checkpoint, args, message):
-    cmd = ["gpt3dev_generate", "--model", str(tiny_checkpoint)] + (["--prompt", "hello"] if "--prompt" not in args else []) + args
+    cmd = (
+        ["gpt3dev_generate", "--model", str(tiny_checkpoint)]
+        + (["--prompt", "hello"] if "--prompt" not in args else [])
+        + args
+    )
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.strip().splitlines()[-1].startswith(message), r.stderr
 
 
 def test_generate_cli_missing_model():
-    r = subprocess.run(["gpt3dev_generate", "--model", "/no/such/model", "--prompt", "hi"], capture_output=True, text=True,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("gpt3dev_generate: error: model '/no/such/model': no such directory")
+    r = subprocess.run(
+        ["gpt3dev_generate", "--model", "/no/such/model", "--prompt", "hi"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
+        "gpt3dev_generate: error: model '/no/such/model': no such directory"
+    )
 
 
 INSTRUCT = SHARED / "data" / "instruct"
@@ -159,17 +258,50 @@ INSTRUCT = SHARED / "data" / "instruct"
 @pytest.mark.skipif(not INSTRUCT.exists(), reason=f"shared data not found at {SHARED} (set GPT3DEV_SHARED)")
 def test_sft_cli_trains_resumes_and_chats(tiny_checkpoint, tmp_path):
     out = tmp_path / "sft"
-    args = ["gpt3dev_sft", "--model", str(tiny_checkpoint), "--data", str(INSTRUCT / "code_alpaca_2k.json"), str(INSTRUCT / "glaive_toolcall_en_demo.json"),
-            "--caps", "60", "20", "--out", str(out), "--block-size", "128", "--epochs", "1", "--lr", "1e-3", "--batch-size", "4",
-            "--ckpt-steps", "10", "--eval-steps", "10", "--eval-batches", "2", "--skip-gen", "--wandb", "disabled", "--no-progress"]
+    args = [
+        "gpt3dev_sft",
+        "--model",
+        str(tiny_checkpoint),
+        "--data",
+        str(INSTRUCT / "code_alpaca_2k.json"),
+        str(INSTRUCT / "glaive_toolcall_en_demo.json"),
+        "--caps",
+        "60",
+        "20",
+        "--out",
+        str(out),
+        "--block-size",
+        "128",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "4",
+        "--ckpt-steps",
+        "10",
+        "--eval-steps",
+        "10",
+        "--eval-batches",
+        "2",
+        "--skip-gen",
+        "--wandb",
+        "disabled",
+        "--no-progress",
+    ]
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     stats = json.loads((out / "data_stats.json").read_text())
-    for name, cap in (("code_alpaca_2k.json", 60), ("glaive_toolcall_en_demo.json", 20)):    # kept: what trains, after every drop
+    for name, cap in (
+        ("code_alpaca_2k.json", 60),
+        ("glaive_toolcall_en_demo.json", 20),
+    ):  # kept: what trains, after every drop
         st = stats[str(INSTRUCT / name)]
         assert st["kept"] + st.get("dropped: no answer within block", 0) == cap, (name, st)
-    assert stats[str(INSTRUCT / "glaive_toolcall_en_demo.json")].get("dropped: no answer within block"), "block 128 cuts some tool calls' answers"
+    assert stats[str(INSTRUCT / "glaive_toolcall_en_demo.json")].get("dropped: no answer within block"), (
+        "block 128 cuts some tool calls' answers"
+    )
     # resuming a finished run from its last checkpoint changes nothing and says so by logging no new steps
     r = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -179,16 +311,57 @@ def test_sft_cli_trains_resumes_and_chats(tiny_checkpoint, tmp_path):
     r = subprocess.run([a if a != "60" else "30" for a in args], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "already holds a run" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == kept
-    r = subprocess.run(["gpt3dev_generate", "--model", str(out / "hf"), "--chat", "--prompt", "Hello", "--max-new-tokens", "8",
-                        "--temperature", "0"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and len(r.stdout) > 1, r.stderr     # an untrained model may answer in blanks; it answers
-    r = subprocess.run(["gpt3dev_generate", "--model", str(out / "hf"), "--chat", "--interactive", "--system", "Be brief.", "--max-new-tokens", "6",
-                        "--temperature", "0"], input="Hello\n\nHow are you?\n/exit\nnot read\n", capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and r.stdout.count("assistant> ") == 2, (r.stdout, r.stderr)   # two turns; the blank line is skipped
-    r = subprocess.run(["gpt3dev_generate", "--model", str(tiny_checkpoint), "--chat", "--prompt", "Hello"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            "gpt3dev_generate",
+            "--model",
+            str(out / "hf"),
+            "--chat",
+            "--prompt",
+            "Hello",
+            "--max-new-tokens",
+            "8",
+            "--temperature",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and len(r.stdout) > 1, r.stderr  # an untrained model may answer in blanks; it answers
+    r = subprocess.run(
+        [
+            "gpt3dev_generate",
+            "--model",
+            str(out / "hf"),
+            "--chat",
+            "--interactive",
+            "--system",
+            "Be brief.",
+            "--max-new-tokens",
+            "6",
+            "--temperature",
+            "0",
+        ],
+        input="Hello\n\nHow are you?\n/exit\nnot read\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and r.stdout.count("assistant> ") == 2, (
+        r.stdout,
+        r.stderr,
+    )  # two turns; the blank line is skipped
+    r = subprocess.run(
+        ["gpt3dev_generate", "--model", str(tiny_checkpoint), "--chat", "--prompt", "Hello"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "no chat template" in r.stderr.strip().splitlines()[-1]
     r = subprocess.run(args + ["--out", str(tmp_path / "bad"), "--caps", "1"], capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "gpt3dev_sft: error: --caps: 1 values for 2 datasets"
+    assert (
+        r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "gpt3dev_sft: error: --caps: 1 values for 2 datasets"
+    )
 
 
 CLIS = ["gpt3dev_train", "gpt3dev_sft", "gpt3dev_generate", "gpt3dev_arch", "gpt3dev_eval"]
@@ -198,22 +371,32 @@ def flag_helps(text: str) -> dict:
     "`{flag: its help}` from argparse's --help output: an entry starts '  -', its help continues on lines indented further."
     entries, current = [], None
     for line in text.splitlines():
-        if line.startswith("  -"): current = [line.strip()]; entries.append(current)
-        elif line.startswith("    ") and current is not None: current.append(line.strip())
-        else: current = None
+        if line.startswith("  -"):
+            current = [line.strip()]
+            entries.append(current)
+        elif line.startswith("    ") and current is not None:
+            current.append(line.strip())
+        else:
+            current = None
     helps = {}
     for first, *rest in entries:
-        spec, _, help_start = (first + "  ").partition("  ")       # the flag (with its metavar), then the help
+        spec, _, help_start = (first + "  ").partition("  ")  # the flag (with its metavar), then the help
         helps[spec.split(",")[0].split()[0]] = " ".join([help_start.strip(), *rest]).strip()
     return helps
 
 
 def test_flag_helps_reads_argparse_layout():
-    text = ("usage: x [-h]\n\noptions:\n  -h, --help            show this help message and exit\n\nmodel:\n"
-            "  --preset PRESET       model size (default: tiny)\n  --init-from INIT_FROM\n                        start from this\n"
-            "                        checkpoint (default: none)\n  --bare BARE\n")
-    assert flag_helps(text) == {"-h": "show this help message and exit", "--preset": "model size (default: tiny)",
-                                "--init-from": "start from this checkpoint (default: none)", "--bare": ""}
+    text = (
+        "usage: x [-h]\n\noptions:\n  -h, --help            show this help message and exit\n\nmodel:\n"
+        "  --preset PRESET       model size (default: tiny)\n  --init-from INIT_FROM\n                        start from this\n"
+        "                        checkpoint (default: none)\n  --bare BARE\n"
+    )
+    assert flag_helps(text) == {
+        "-h": "show this help message and exit",
+        "--preset": "model size (default: tiny)",
+        "--init-from": "start from this checkpoint (default: none)",
+        "--bare": "",
+    }
 
 
 @pytest.mark.parametrize("prog", CLIS)
@@ -225,14 +408,25 @@ def test_every_flag_has_help_and_a_default(prog):
     assert len(helps) >= 6, r.stdout
     for flag, text in helps.items():
         said, shown, default = text.rpartition("(default: ")
-        assert (shown and default.endswith(")")) or text.endswith("(required)"), f"{prog} {flag}: no default shown in {text!r}"
+        assert (shown and default.endswith(")")) or text.endswith("(required)"), (
+            f"{prog} {flag}: no default shown in {text!r}"
+        )
         words = (said if shown else text.removesuffix("(required)")).split()
         assert len(words) >= 2, f"{prog} {flag}: no help ({text!r})"
 
 
 def test_train_help_groups_every_setting():
     r = subprocess.run(["gpt3dev_train", "--help"], capture_output=True, text=True, timeout=120)
-    for group in ["model:", "data:", "optimisation:", "schedule:", "evaluation:", "device and precision:", "logging and checkpoints:", "distributed:"]:
+    for group in [
+        "model:",
+        "data:",
+        "optimisation:",
+        "schedule:",
+        "evaluation:",
+        "device and precision:",
+        "logging and checkpoints:",
+        "distributed:",
+    ]:
         assert f"\n{group}\n" in r.stdout, group
     for flag in ["--dropout", "--overwrite", "--allow-changes"]:
         assert flag in flag_helps(r.stdout), flag
@@ -243,7 +437,10 @@ def test_sft_takes_init_from_as_its_model():
     helps = flag_helps(r.stdout)
     assert helps["--model"].endswith("(required)") and "  --model MODEL, --init-from MODEL" in r.stdout
     r = subprocess.run(["gpt3dev_sft", "--data", "x.json"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.strip() == "gpt3dev_sft: error: the following arguments are required: --model/--init-from"
+    assert (
+        r.returncode == 2
+        and r.stderr.strip() == "gpt3dev_sft: error: the following arguments are required: --model/--init-from"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -252,31 +449,51 @@ def truncated_checkpoint(tiny_checkpoint, tmp_path_factory):
     d = tmp_path_factory.mktemp("cut") / "tiny"
     shutil.copytree(tiny_checkpoint, d)
     weights = d / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     return d
 
 
-@pytest.mark.parametrize("prog, args", [
-    ("gpt3dev_generate", ["--prompt", "hi", "--model"]),
-    ("gpt3dev_eval", ["--limit", "2", "--data-dir", str(SHARED / "data"), "--model"]),
-    ("gpt3dev_sft", ["--data", str(SHARED / "data" / "instruct" / "alpaca_en_demo.json"), "--model"]),
-    ("gpt3dev_sft", ["--data", str(SHARED / "data" / "instruct" / "alpaca_en_demo.json"), "--init-from"]),
-    ("gpt3dev_train", ["--wandb", "disabled", "--init-from"]),
-])
+@pytest.mark.parametrize(
+    "prog, args",
+    [
+        ("gpt3dev_generate", ["--prompt", "hi", "--model"]),
+        ("gpt3dev_eval", ["--limit", "2", "--data-dir", str(SHARED / "data"), "--model"]),
+        ("gpt3dev_sft", ["--data", str(SHARED / "data" / "instruct" / "alpaca_en_demo.json"), "--model"]),
+        ("gpt3dev_sft", ["--data", str(SHARED / "data" / "instruct" / "alpaca_en_demo.json"), "--init-from"]),
+        ("gpt3dev_train", ["--wandb", "disabled", "--init-from"]),
+    ],
+)
 def test_truncated_weights_are_one_line_naming_the_file(truncated_checkpoint, tmp_path, prog, args):
-    r = subprocess.run([prog, *args, str(truncated_checkpoint), "--out" if prog in ("gpt3dev_train", "gpt3dev_sft") else "--device",
-                        str(tmp_path / "run") if prog in ("gpt3dev_train", "gpt3dev_sft") else "cpu"],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    r = subprocess.run(
+        [
+            prog,
+            *args,
+            str(truncated_checkpoint),
+            "--out" if prog in ("gpt3dev_train", "gpt3dev_sft") else "--device",
+            str(tmp_path / "run") if prog in ("gpt3dev_train", "gpt3dev_sft") else "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert lines[0].startswith(f"{prog}: error: ") and str(truncated_checkpoint / "model.safetensors") in lines[0], lines[0]
+    assert lines[0].startswith(f"{prog}: error: ") and str(truncated_checkpoint / "model.safetensors") in lines[0], (
+        lines[0]
+    )
 
 
 def test_no_transformers_progress_bars(tiny_checkpoint, tmp_path):
     "Loading (generate) and saving (arch --save) a model draw none of transformers' bars."
-    r = subprocess.run(["gpt3dev_generate", "--model", str(tiny_checkpoint), "--prompt", "hi", "--max-new-tokens", "2"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["gpt3dev_generate", "--model", str(tiny_checkpoint), "--prompt", "hi", "--max-new-tokens", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and r.stderr == "", r.stderr
     r = cli("--preset", "tiny", "--set", "n_layer=2", "--save", str(tmp_path / "ck"), "--tokenizer", str(TOKENIZER))
     assert r.returncode == 0 and r.stderr == "", r.stderr
@@ -284,7 +501,11 @@ def test_no_transformers_progress_bars(tiny_checkpoint, tmp_path):
 
 def test_arch_marks_the_papers_differences_and_shows_the_tiny_model_trained():
     out = cli().stdout
-    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in ("gpt3-xl", "gpt3-13b", "tiny")}
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in ("gpt3-xl", "gpt3-13b", "tiny")
+    }
     assert rows["gpt3-xl"][3] == "16*" and rows["gpt3-13b"][2] == "5120*" and rows["tiny"][5] == "4096"
     assert "the paper prints 24 heads" in out and "the paper prints d_model 5140" in out and "0.00" not in out
     assert "vocabulary 4096" in cli("--preset", "tiny").stdout

@@ -7,6 +7,7 @@ other path and batch size scores the harness's own requests: by default a subset
 case (shared contexts, single-token MMLU answers, prompts cut from the left), all of them with
 GPT3DEV_FULL_CONFORMANCE=1 (about ten times longer).
 """
+
 import json
 import os
 import subprocess
@@ -17,28 +18,48 @@ import pytest
 import torch
 
 from gpt3dev.core import data_path, fixture_path
-from gpt3dev.evaluation import (encode_pair, hellaswag_docs, hellaswag_requests, lambada_docs, lambada_requests, loglikelihood,
-                                mmlu_docs, mmlu_requests)
+from gpt3dev.evaluation import (
+    encode_pair,
+    hellaswag_docs,
+    hellaswag_requests,
+    lambada_docs,
+    lambada_requests,
+    loglikelihood,
+    mmlu_docs,
+    mmlu_requests,
+)
 
 FULL = os.environ.get("GPT3DEV_FULL_CONFORMANCE") == "1"
 # per task, the documents scored by default: the first eight, and those whose prompt the 128-token window cuts
-SUBSET = {"hellaswag": range(8), "lambada_openai": [*range(8), 107, 109],
-          "mmlu_high_school_geography_0shot": [*range(8), 95], "mmlu_high_school_geography_5shot": range(8)}
-PATHS = {"one-at-a-time": dict(batch_size=1, share_contexts=False),
-         "batched": dict(batch_size=16, share_contexts=False),
-         "batched, left-padded": dict(batch_size=16, share_contexts=False, padding_side="left"),
-         "shared contexts, batch 1": dict(batch_size=1, share_contexts=True),
-         "shared contexts, batch 16": dict(batch_size=16, share_contexts=True)}
+SUBSET = {
+    "hellaswag": range(8),
+    "lambada_openai": [*range(8), 107, 109],
+    "mmlu_high_school_geography_0shot": [*range(8), 95],
+    "mmlu_high_school_geography_5shot": range(8),
+}
+PATHS = {
+    "one-at-a-time": dict(batch_size=1, share_contexts=False),
+    "batched": dict(batch_size=16, share_contexts=False),
+    "batched, left-padded": dict(batch_size=16, share_contexts=False, padding_side="left"),
+    "shared contexts, batch 1": dict(batch_size=1, share_contexts=True),
+    "shared contexts, batch 16": dict(batch_size=16, share_contexts=True),
+}
 
 
 @pytest.fixture(scope="module")
 def harness():
     "The fixture's model, tokenizer, and the requests it holds: [(task, doc_id, context, continuation, loglikelihood, is_greedy)]."
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    d = fixture_path("lm-eval")        # a FileNotFoundError saying where shared/ was looked for and how to set GPT3DEV_SHARED
+
+    d = fixture_path("lm-eval")  # a FileNotFoundError saying where shared/ was looked for and how to set GPT3DEV_SHARED
     tasks = json.loads((d / "harness_requests.json").read_text())["tasks"]
-    rows = [(task, doc["doc_id"], r["context"], r["continuation"], float(r["loglikelihood"]), r["is_greedy"])
-            for task, t in tasks.items() for doc in t["docs"] if FULL or doc["doc_id"] in SUBSET[task] for r in doc["requests"]]
+    rows = [
+        (task, doc["doc_id"], r["context"], r["continuation"], float(r["loglikelihood"]), r["is_greedy"])
+        for task, t in tasks.items()
+        for doc in t["docs"]
+        if FULL or doc["doc_id"] in SUBSET[task]
+        for r in doc["requests"]
+    ]
     lambada = [r["is_greedy"] for doc in tasks["lambada_openai"]["docs"] for r in doc["requests"]]
     flags_ok = sum(lambada) / len(lambada) == tasks["lambada_openai"]["metrics"]["acc"]
     model = AutoModelForCausalLM.from_pretrained(d / "tiny-gpt2").eval()
@@ -49,10 +70,14 @@ def test_requests_equal_the_harness():
     "For every document of the fixture, the context and continuation strings gpt3dev builds from shared/data are the harness's."
     tasks = json.loads((fixture_path("lm-eval") / "harness_requests.json").read_text())["tasks"]
     geo = mmlu_docs(data_path(), ["high_school_geography"])["high_school_geography"]
-    built = {"hellaswag": [hellaswag_requests(d) for d in hellaswag_docs(data_path(), 120)],
-             "lambada_openai": [lambada_requests(d) for d in lambada_docs(data_path(), 120)],
-             "mmlu_high_school_geography_0shot": [mmlu_requests("high_school_geography", r, []) for r in geo["test"][:120]],
-             "mmlu_high_school_geography_5shot": [mmlu_requests("high_school_geography", r, geo["dev"][:5]) for r in geo["test"][:40]]}
+    built = {
+        "hellaswag": [hellaswag_requests(d) for d in hellaswag_docs(data_path(), 120)],
+        "lambada_openai": [lambada_requests(d) for d in lambada_docs(data_path(), 120)],
+        "mmlu_high_school_geography_0shot": [mmlu_requests("high_school_geography", r, []) for r in geo["test"][:120]],
+        "mmlu_high_school_geography_5shot": [
+            mmlu_requests("high_school_geography", r, geo["dev"][:5]) for r in geo["test"][:40]
+        ],
+    }
     for task, t in tasks.items():
         assert len(built[task]) == len(t["docs"]), task
         for ours, doc in zip(built[task], t["docs"]):
@@ -62,8 +87,9 @@ def test_requests_equal_the_harness():
 def harness_greedy(model, tokenizer, context, continuation, window=128):
     "The harness's is_greedy: the model's full logits for the left-truncated input, log-softmax, argmax == each token."
     ctx, cont = encode_pair(tokenizer, context, continuation)
-    inp = torch.tensor([(ctx + cont)[-(window + 1):][:-1]])
-    with torch.no_grad(): logp = torch.log_softmax(model(inp).logits[0, -len(cont):], -1)
+    inp = torch.tensor([(ctx + cont)[-(window + 1) :][:-1]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(inp).logits[0, -len(cont) :], -1)
     return bool((logp.argmax(-1) == torch.tensor(cont)).all())
 
 
@@ -96,18 +122,28 @@ def run_eval(env, *args):
     "gpt3dev_eval in a fresh process whose Hub settings are `env` alone (none inherited from the shell); its result and wall time."
     hub = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")
     t = time.time()
-    r = subprocess.run([sys.executable, "-c", "import sys; from gpt3dev.evaluation import main; sys.exit(main())", *args],
-                       capture_output=True, text=True, timeout=120, env={**{k: v for k, v in os.environ.items() if k not in hub}, **env})
+    r = subprocess.run(
+        [sys.executable, "-c", "import sys; from gpt3dev.evaluation import main; sys.exit(main())", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**{k: v for k, v in os.environ.items() if k not in hub}, **env},
+    )
     return r, time.time() - t
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"HF_HUB_OFFLINE": "1"}, "gpt3dev_eval: error: cannot load Rowan/hellaswag from the Hugging Face Hub ("),
-    ({"HF_ENDPOINT": "http://127.0.0.1:9"}, "gpt3dev_eval: error: cannot reach the Hugging Face Hub (127.0.0.1: "),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"HF_HUB_OFFLINE": "1"}, "gpt3dev_eval: error: cannot load Rowan/hellaswag from the Hugging Face Hub ("),
+        ({"HF_ENDPOINT": "http://127.0.0.1:9"}, "gpt3dev_eval: error: cannot reach the Hugging Face Hub (127.0.0.1: "),
+    ],
+)
 def test_without_the_hub_one_line_that_says_use_data_dir(env, message, tmp_path):
-    r, seconds = run_eval(env, "--model", str(tmp_path / "no-model"), "--tasks", "hellaswag")    # the data fail before the model
+    r, seconds = run_eval(
+        env, "--model", str(tmp_path / "no-model"), "--tasks", "hellaswag"
+    )  # the data fail before the model
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message) and "use --data-dir DIR" in lines[0], r.stderr
-    assert seconds < 60, f"{seconds:.0f} s"     # datasets alone retries for ~30 s after the imports
+    assert seconds < 60, f"{seconds:.0f} s"  # datasets alone retries for ~30 s after the imports

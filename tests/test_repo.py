@@ -1,5 +1,6 @@
 """Repository-level checks that cannot live in a notebook: the README agrees with nbs/index.ipynb and
 with CI, and importing gpt3dev stays cheap."""
+
 import json
 import re
 import shlex
@@ -38,7 +39,9 @@ def test_readme_example_is_the_tested_notebook_code():
 def test_readme_prose_matches_index():
     readme = (ROOT / "README.md").read_text()
     md, _ = index_notebook()
-    norm = lambda s: re.sub(r"\s+", " ", s.replace("](nbs/images/", "](images/")).strip()   # pictures: paths from the root vs nbs/
+    norm = lambda s: re.sub(
+        r"\s+", " ", s.replace("](nbs/images/", "](images/")
+    ).strip()  # pictures: paths from the root vs nbs/
     for para in re.split(r"\n\s*\n", md):
         para = para.strip()
         if para and not para.startswith("```") and not para.startswith("# gpt3dev"):
@@ -51,24 +54,34 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in ci.splitlines(), f".ci/run does not run the README's test command: {test_command}"
 
 
-
 def test_ci_sets_nothing_the_readme_does_not_ask_for():
     "CI runs the tests in a user's environment: every variable .ci/run exports is one the README tells the user about."
     ci, readme = (ROOT / ".ci" / "run").read_text(), (ROOT / "README.md").read_text()
     lines = [line.split("#")[0].strip() for line in ci.splitlines()]
     exported = {word.split("=")[0] for line in lines if line.startswith("export ") for word in shlex.split(line)[1:]}
-    command = fenced_blocks(readme, "sh")[1]                           # and NAME=value put before the test command itself
-    assigned = {word.split("=")[0] for line in lines if command in line for word in shlex.split(line.split(command)[0]) if "=" in word}
+    command = fenced_blocks(readme, "sh")[1]  # and NAME=value put before the test command itself
+    assigned = {
+        word.split("=")[0]
+        for line in lines
+        if command in line
+        for word in shlex.split(line.split(command)[0])
+        if "=" in word
+    }
     assert exported, "no export found in .ci/run: the test no longer reads it"
     for name in sorted(exported | assigned):
         assert f"`{name}" in readme, f".ci/run sets {name}, which the README does not tell a user to set"
     for name in ("HF_HUB_OFFLINE", "MPLBACKEND", "WANDB_MODE"):
-        assert name not in exported | assigned, f".ci/run sets {name}: the tests would pass there and fail in a plain shell"
+        assert name not in exported | assigned, (
+            f".ci/run sets {name}: the tests would pass there and fail in a plain shell"
+        )
+
 
 def test_import_is_light():
     # what makes `import gpt3dev` fast is not importing torch; a wall-time bound would only measure the machine's load
     code = "import sys, gpt3dev; print('torch' in sys.modules, 'transformers' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
     assert out == ["False", "False"], "import gpt3dev imports torch or transformers: keep the package's __init__ light"
 
 
@@ -84,7 +97,9 @@ def test_slow_and_cuda_cells_are_opt_in():
     # nbdev splits tst_flags on whitespace: 'slow|cuda' would be one flag that no cell carries, and every
     # '#| slow' cell would run in the default test command
     from configparser import ConfigParser
-    cfg = ConfigParser(); cfg.read(ROOT / "settings.ini")
+
+    cfg = ConfigParser()
+    cfg.read(ROOT / "settings.ini")
     flags = cfg["DEFAULT"]["tst_flags"].split()
     assert {"slow", "cuda"} <= set(flags), flags
     used = set()
@@ -100,7 +115,12 @@ def test_pictures_exist():
     refs = [(ROOT, p) for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (ROOT / "README.md").read_text())]
     for nb in (ROOT / "nbs").rglob("*.ipynb"):
         cells = json.loads(nb.read_text())["cells"]
-        refs += [(nb.parent, p) for c in cells if c["cell_type"] == "markdown" for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", "".join(c["source"]))]
+        refs += [
+            (nb.parent, p)
+            for c in cells
+            if c["cell_type"] == "markdown"
+            for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", "".join(c["source"]))
+        ]
     assert len(refs) >= 5
     missing = [str(base / p) for base, p in refs if not p.startswith("http") and not (base / p).is_file()]
     assert not missing, f"pictures not found: {missing}"
@@ -108,8 +128,11 @@ def test_pictures_exist():
 
 def test_notebooks_name_their_kernel():
     "JupyterLab starts a notebook's kernel without asking only when the notebook names one."
-    missing = [str(nb.relative_to(ROOT)) for nb in sorted((ROOT / "nbs").rglob("*.ipynb"))
-               if json.loads(nb.read_text())["metadata"].get("kernelspec", {}).get("name") != "python3"]
+    missing = [
+        str(nb.relative_to(ROOT))
+        for nb in sorted((ROOT / "nbs").rglob("*.ipynb"))
+        if json.loads(nb.read_text())["metadata"].get("kernelspec", {}).get("name") != "python3"
+    ]
     assert not missing, f"notebooks without a python3 kernelspec: {missing}"
 
 
@@ -119,5 +142,7 @@ def test_readme_example_prints_what_the_readme_shows():
     m = re.search(r"```python\n(.*?)```\n\n((?:    [^\n]*\n)+)", readme, flags=re.S)
     assert m, "README.md: the example should be followed by its output, indented four spaces"
     shown = "\n".join(line[4:] for line in m.group(2).splitlines())
-    got = subprocess.run([sys.executable, "-c", m.group(1)], capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+    got = subprocess.run(
+        [sys.executable, "-c", m.group(1)], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.strip()
     assert got == shown.strip(), f"README.md shows {shown!r}, the example prints {got!r}"

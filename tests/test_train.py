@@ -2,6 +2,7 @@
 
 The exact-resume grid (one run per trainer feature, each killed at a random step and resumed) is slow: it runs
 when GPT3DEV_SLOW=1 is set; one representative case, with randomness in every step, always runs."""
+
 import json
 import os
 import random
@@ -16,15 +17,37 @@ import pytest
 SHARED = Path(os.environ.get("GPT3DEV_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 SHAKESPEARE = SHARED / "data" / "text-corpus" / "tinyshakespeare.txt"
 ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-SMALL = ["--preset", "tiny", "--batch-size", "4", "--block-size", "64", "--total-tokens", str(40 * 4 * 64),
-         "--warmup-tokens", "1024", "--ckpt-steps", "10", "--eval-steps", "20", "--eval-batches", "2",
-         "--skip-gen", "--wandb", "disabled", "--no-progress"]
+SMALL = [
+    "--preset",
+    "tiny",
+    "--batch-size",
+    "4",
+    "--block-size",
+    "64",
+    "--total-tokens",
+    str(40 * 4 * 64),
+    "--warmup-tokens",
+    "1024",
+    "--ckpt-steps",
+    "10",
+    "--eval-steps",
+    "20",
+    "--eval-batches",
+    "2",
+    "--skip-gen",
+    "--wandb",
+    "disabled",
+    "--no-progress",
+]
 slow = pytest.mark.skipif(not os.environ.get("GPT3DEV_SLOW"), reason="slow: set GPT3DEV_SLOW=1 to run it")
 needs_torchrun = pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
 
 
 def losses(out):
-    return [(r["step"], r["loss"], r.get("val_loss")) for r in map(json.loads, (Path(out) / "metrics.jsonl").read_text().splitlines())]
+    return [
+        (r["step"], r["loss"], r.get("val_loss"))
+        for r in map(json.loads, (Path(out) / "metrics.jsonl").read_text().splitlines())
+    ]
 
 
 def rows(out):
@@ -33,11 +56,21 @@ def rows(out):
 
 
 def run(*args, **kw):
-    return subprocess.run(["gpt3dev_train", *args], capture_output=True, text=True, env=kw.pop("env", ENV), timeout=300, **kw)
+    return subprocess.run(
+        ["gpt3dev_train", *args], capture_output=True, text=True, env=kw.pop("env", ENV), timeout=300, **kw
+    )
 
 
 def torchrun_cmd(*args):
-    return ["torchrun", "--standalone", "--nproc_per_node=2", shutil.which("gpt3dev_train"), *args, "--dist-timeout", "120"]
+    return [
+        "torchrun",
+        "--standalone",
+        "--nproc_per_node=2",
+        shutil.which("gpt3dev_train"),
+        *args,
+        "--dist-timeout",
+        "120",
+    ]
 
 
 def torchrun(*args, **kw):
@@ -50,41 +83,54 @@ def last_line(text):
 
 def start(cmd):
     "A training process in its own session (so a signal reaches all of a torchrun job), its output captured."
-    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def kill_job(p):
     "SIGKILL a run and every process it started (torchrun's workers live in sessions of their own), as a node failure would."
     import psutil
+
     procs = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
     for proc in procs:
-        try: proc.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess: pass
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
     p.communicate(timeout=60)
 
 
 def wait_rows(p, out, n, timeout=180):
     deadline = time.time() + timeout
-    while time.time() < deadline and rows(out) < n and p.poll() is None: time.sleep(0.02)
+    while time.time() < deadline and rows(out) < n and p.poll() is None:
+        time.sleep(0.02)
     assert p.poll() is None, f"the run ended before step {n}: {p.communicate()[1][-2000:]}"
 
 
 def final_state(out):
     "The last checkpoint's weights and optimizer state, loaded the safe way."
     import torch
+
     return torch.load(sorted((Path(out) / "checkpoints").glob("step_*.pt"))[-1], weights_only=True)
 
 
 def assert_same_tensors(a, b, where=""):
     import torch
-    if torch.is_tensor(a): assert torch.equal(a, b), where; return
+
+    if torch.is_tensor(a):
+        assert torch.equal(a, b), where
+        return
     if isinstance(a, dict):
         assert a.keys() == b.keys(), where
-        for k in a: assert_same_tensors(a[k], b[k], f"{where}/{k}")
+        for k in a:
+            assert_same_tensors(a[k], b[k], f"{where}/{k}")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)): assert_same_tensors(x, y, f"{where}/{i}")
-    else: assert a == b, (where, a, b)
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}/{i}")
+    else:
+        assert a == b, (where, a, b)
 
 
 def kill_and_resume(tmp_path, args, distributed=False, steps=30, blocks_per_step=4):
@@ -93,10 +139,15 @@ def kill_and_resume(tmp_path, args, distributed=False, steps=30, blocks_per_step
     tokens = steps * blocks_per_step * 64 * (2 if distributed else 1)
     args = [*SMALL, "--total-tokens", str(tokens), "--ckpt-steps", "7", *args]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    cmd = (lambda out: torchrun_cmd(*args, "--out", str(out))) if distributed else (lambda out: ["gpt3dev_train", *args, "--out", str(out)])
+    cmd = (
+        (lambda out: torchrun_cmd(*args, "--out", str(out)))
+        if distributed
+        else (lambda out: ["gpt3dev_train", *args, "--out", str(out)])
+    )
     r = subprocess.run(cmd(whole), capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    seed = random.randrange(10**6); kill_at = random.Random(seed).randrange(9, steps - 2)
+    seed = random.randrange(10**6)
+    kill_at = random.Random(seed).randrange(9, steps - 2)
     print(f"killing at step {kill_at} (seed {seed})")
     p = start(cmd(broken))
     wait_rows(p, broken, kill_at)
@@ -104,22 +155,50 @@ def kill_and_resume(tmp_path, args, distributed=False, steps=30, blocks_per_step
     assert 8 <= rows(broken) < steps, rows(broken)
     r = subprocess.run(cmd(broken) + ["--resume"], capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert losses(broken) == losses(whole)                       # bitwise: same floats, step by step
+    assert losses(broken) == losses(whole)  # bitwise: same floats, step by step
     a, b = final_state(whole), final_state(broken)
-    assert_same_tensors(a["model"], b["model"], "model"); assert_same_tensors(a["optimizer"], b["optimizer"], "optimizer")
+    assert_same_tensors(a["model"], b["model"], "model")
+    assert_same_tensors(a["optimizer"], b["optimizer"], "optimizer")
     assert (broken / "weights_fingerprint.txt").read_text() == (whole / "weights_fingerprint.txt").read_text()
 
 
 def test_sigkill_and_resume_is_exact_with_randomness_in_every_step(tmp_path):
     # dropout draws from torch's generator in every step, the mixture from the stream's, over 2 accumulated micro-batches
-    kill_and_resume(tmp_path, ["--dropout", "0.1", "--acc", "2", "--batch-size", "2", "--data", str(SHAKESPEARE), "embedded",
-                               "--data-weights", "3", "1"])
+    kill_and_resume(
+        tmp_path,
+        [
+            "--dropout",
+            "0.1",
+            "--acc",
+            "2",
+            "--batch-size",
+            "2",
+            "--data",
+            str(SHAKESPEARE),
+            "embedded",
+            "--data-weights",
+            "3",
+            "1",
+        ],
+    )
 
 
 def test_sigkill_and_resume_is_exact_from_prepared_data(tmp_path, prepared):
     # blocks memory-mapped in a shuffled order, document boundaries from the stored ends, mixed with text read on the fly
-    kill_and_resume(tmp_path, ["--dropout", "0.1", "--no-cross-doc-attention", "--data", str(prepared), "embedded",
-                               "--data-weights", "3", "1"])
+    kill_and_resume(
+        tmp_path,
+        [
+            "--dropout",
+            "0.1",
+            "--no-cross-doc-attention",
+            "--data",
+            str(prepared),
+            "embedded",
+            "--data-weights",
+            "3",
+            "1",
+        ],
+    )
 
 
 @needs_torchrun
@@ -130,10 +209,19 @@ def test_sigkill_and_resume_is_exact_from_prepared_data_on_two_ranks(tmp_path, p
 
 
 @slow
-@pytest.mark.parametrize("args", [["--dropout", "0.1"], ["--acc", "3"], ["--optimizer", "lion", "--lr", "1e-3"],
-                                  ["--dtype", "bf16"], ["--opt-state-on-cpu"], ["--no-cross-doc-attention"],
-                                  ["--data", str(SHAKESPEARE), "embedded", "--data-weights", "3", "1"]],
-                         ids=["dropout", "acc3", "lion", "bf16", "opt-state-on-cpu", "no-cross-doc-attention", "mixing"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--dropout", "0.1"],
+        ["--acc", "3"],
+        ["--optimizer", "lion", "--lr", "1e-3"],
+        ["--dtype", "bf16"],
+        ["--opt-state-on-cpu"],
+        ["--no-cross-doc-attention"],
+        ["--data", str(SHAKESPEARE), "embedded", "--data-weights", "3", "1"],
+    ],
+    ids=["dropout", "acc3", "lion", "bf16", "opt-state-on-cpu", "no-cross-doc-attention", "mixing"],
+)
 def test_sigkill_and_resume_is_exact_under_each_feature(tmp_path, args):
     kill_and_resume(tmp_path, args, blocks_per_step=4 * (3 if "--acc" in args else 1))
 
@@ -163,10 +251,13 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_resume_exactly(tmp_path, whole_run,
     step = rows(out)
     assert p.returncode == code, (p.returncode, stderr[-2000:])
     assert "Traceback" not in stderr, stderr
-    assert last_line(stderr) == (f"stopped by {name} after step {step} of 40: checkpoint {out}/checkpoints/step_{step:08d}.pt; "
-                                 f"continue with the same command and --resume")
+    assert last_line(stderr) == (
+        f"stopped by {name} after step {step} of 40: checkpoint {out}/checkpoints/step_{step:08d}.pt; "
+        f"continue with the same command and --resume"
+    )
     assert (out / "checkpoints" / f"step_{step:08d}.pt").exists()
-    if sig == signal.SIGTERM: return                               # the same stop as Ctrl-C's: one resume check is enough for CI
+    if sig == signal.SIGTERM:
+        return  # the same stop as Ctrl-C's: one resume check is enough for CI
     r = run(*SMALL, "--out", str(out), "--resume")
     assert r.returncode == 0, r.stderr
     assert losses(out) == losses(whole_run)
@@ -175,20 +266,29 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_resume_exactly(tmp_path, whole_run,
 
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, whole_run):
     import torch
+
     out = tmp_path / "run"
     # long steps (a 40-batch validation and a checkpoint after each): the second Ctrl-C lands while the first is being honoured
-    p = start(["gpt3dev_train", *SMALL, "--out", str(out), "--ckpt-steps", "1", "--eval-steps", "1", "--eval-batches", "40"])
+    p = start(
+        ["gpt3dev_train", *SMALL, "--out", str(out), "--ckpt-steps", "1", "--eval-steps", "1", "--eval-batches", "40"]
+    )
     wait_rows(p, out, 5)
     p.send_signal(signal.SIGINT)
-    assert p.stderr.readline().strip() == "Ctrl-C (SIGINT): stopping after the step in flight, with a checkpoint (again to stop at once)"
+    assert (
+        p.stderr.readline().strip()
+        == "Ctrl-C (SIGINT): stopping after the step in flight, with a checkpoint (again to stop at once)"
+    )
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=120)
     assert p.returncode == 130 and "Traceback" not in stderr, (p.returncode, stderr[-2000:])
     newest = sorted((out / "checkpoints").glob("step_*.pt"))[-1]
-    assert last_line(stderr) == (f"stopped at once by a second Ctrl-C (SIGINT): the newest complete checkpoint is {newest}; "
-                                 f"continue with the same command and --resume"), stderr
-    for ckpt in (out / "checkpoints").glob("step_*.pt"): torch.load(ckpt, weights_only=True)    # every complete one loads
-    r = run(*SMALL, "--out", str(out), "--resume")              # validation and checkpoint cadence may change on resume
+    assert last_line(stderr) == (
+        f"stopped at once by a second Ctrl-C (SIGINT): the newest complete checkpoint is {newest}; "
+        f"continue with the same command and --resume"
+    ), stderr
+    for ckpt in (out / "checkpoints").glob("step_*.pt"):
+        torch.load(ckpt, weights_only=True)  # every complete one loads
+    r = run(*SMALL, "--out", str(out), "--resume")  # validation and checkpoint cadence may change on resume
     assert r.returncode == 0, r.stderr
     assert not list((out / "checkpoints").glob("*.tmp"))
     assert [l[:2] for l in losses(out)] == [l[:2] for l in losses(whole_run)]
@@ -198,7 +298,7 @@ def test_a_truncated_init_from_model_is_one_line(tmp_path, whole_run):
     hf = tmp_path / "hf"
     shutil.copytree(whole_run / "hf", hf)
     weights = hf / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])                   # cut short, as by an interrupted copy
+    weights.write_bytes(weights.read_bytes()[:1000])  # cut short, as by an interrupted copy
     r = run(*SMALL, "--out", str(tmp_path / "run"), "--init-from", str(hf))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert last_line(r.stderr).startswith(f"gpt3dev_train: error: checkpoint file {weights} cannot be read"), r.stderr
@@ -211,32 +311,43 @@ def test_a_finished_run_is_not_overwritten_by_accident(tmp_path):
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     r = run(*short, "--out", str(out), "--seed", "1")
     assert r.returncode == 2, r.stderr
-    assert last_line(r.stderr) == (f"gpt3dev_train: error: {out} already holds a run (metrics.jsonl, checkpoints, hf): "
-                                   f"continue it with --resume, replace it with --overwrite, or choose another --out")
-    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before          # not a byte changed
+    assert last_line(r.stderr) == (
+        f"gpt3dev_train: error: {out} already holds a run (metrics.jsonl, checkpoints, hf): "
+        f"continue it with --resume, replace it with --overwrite, or choose another --out"
+    )
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # not a byte changed
     r = run(*short, "--out", str(out), "--seed", "1", "--total-tokens", str(5 * 4 * 64), "--overwrite")
     assert r.returncode == 0, r.stderr
     assert [s for s, *_ in losses(out)] == [1, 2, 3, 4, 5]
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000005.pt"]   # the old run's checkpoints are gone
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step_00000005.pt"
+    ]  # the old run's checkpoints are gone
     r = run(*short, "--out", str(out), "--seed", "1", "--total-tokens", str(8 * 4 * 64), "--resume", "--allow-changes")
-    assert r.returncode == 0, r.stderr                                                  # resumes the new run, not the old one
+    assert r.returncode == 0, r.stderr  # resumes the new run, not the old one
     assert [s for s, *_ in losses(out)] == list(range(1, 9))
 
 
 def test_a_run_ends_by_saying_where_the_model_is(tmp_path):
     out = tmp_path / "run"
-    env = {k: v for k, v in ENV.items() if k != "MPLBACKEND" and not k.startswith("WANDB_")}   # as a plain shell has it
+    env = {k: v for k, v in ENV.items() if k != "MPLBACKEND" and not k.startswith("WANDB_")}  # as a plain shell has it
     r = run(*SMALL, "--total-tokens", str(5 * 4 * 64), "--out", str(out), "--wandb", "offline", env=env)
     assert r.returncode == 0, r.stderr
-    assert (out / "loss.png").stat().st_size > 5_000                                     # matplotlib found a backend by itself
+    assert (out / "loss.png").stat().st_size > 5_000  # matplotlib found a backend by itself
     tail = r.stdout.strip().splitlines()[-5:]
     assert tail[1] == f"the model: {out / 'hf'}  (metrics: {out / 'metrics.jsonl'}, curves: {out / 'loss.png'})", tail
     assert tail[2] == f"try it:    gpt3dev_generate --model {out / 'hf'} --prompt 'Hello'"
     assert tail[4].startswith(f"W&B:       wandb sync {out / 'wandb'}/offline-run-"), tail
-    assert "wandb:" not in r.stdout + r.stderr and "Writing model shards" not in r.stderr, r.stderr   # no W&B summary or git warning
-    r = subprocess.run(["gpt3dev_generate", "--model", str(out / "hf"), "--prompt", "Hello", "--max-new-tokens", "4"],
-                       capture_output=True, text=True, env=ENV, timeout=300)
-    assert r.returncode == 0, r.stderr                                                  # and the advice works
+    assert "wandb:" not in r.stdout + r.stderr and "Writing model shards" not in r.stderr, (
+        r.stderr
+    )  # no W&B summary or git warning
+    r = subprocess.run(
+        ["gpt3dev_generate", "--model", str(out / "hf"), "--prompt", "Hello", "--max-new-tokens", "4"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr  # and the advice works
 
 
 @needs_torchrun
@@ -261,11 +372,12 @@ def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = losses(one), losses(whole)
     assert [s for s, *_ in a] == [s for s, *_ in b] == list(range(1, 31))
-    assert max(abs(x[1] - y[1]) for x, y in zip(a, b)) < 1e-4     # the same global batch of 8 blocks, sharded weights
+    assert max(abs(x[1] - y[1]) for x, y in zip(a, b)) < 1e-4  # the same global batch of 8 blocks, sharded weights
     # the FSDP run's checkpoint is an ordinary one: its weights load into a plain model and equal the exported ones
     import torch
     from transformers import AutoModelForCausalLM
     import gpt3dev.modeling  # noqa: F401  (registers the architecture with the Auto classes)
+
     ckpt = torch.load(sorted((whole / "checkpoints").iterdir())[-1], weights_only=True)
     hf = AutoModelForCausalLM.from_pretrained(whole / "hf")
     assert all(torch.equal(v, ckpt["model"][k]) for k, v in hf.state_dict().items())
@@ -274,7 +386,7 @@ def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path):
     wait_rows(p, broken, 15)
     kill_job(p)
     assert 15 <= rows(broken) < 30
-    r = run(*args, "--out", str(broken), "--resume")             # one process cannot take over two processes' data shares
+    r = run(*args, "--out", str(broken), "--resume")  # one process cannot take over two processes' data shares
     assert r.returncode == 2 and "was written by 2 process(es), this run has 1" in last_line(r.stderr)
     r = torchrun(*args, "--fsdp", "--out", str(broken), "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -282,14 +394,25 @@ def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path):
     assert (broken / "weights_fingerprint.txt").read_text() == (whole / "weights_fingerprint.txt").read_text()
 
 
-@pytest.mark.parametrize("args, message, code", [
-    (["--data", "/no/such/corpus.txt"], "gpt3dev_train: error: data source '/no/such/corpus.txt': no such file", 2),
-    (["--batch-size", "many"], "gpt3dev_train: error: argument --batch-size: invalid int value: 'many'", 2),
-    (["--lr", "-1"], "gpt3dev_train: error: --lr must be > 0, got -1.0", 2),
-    (["--resume"], "gpt3dev_train: error: --resume: no checkpoint in", 2),
-    (["--resume", "--overwrite"], "gpt3dev_train: error: --resume continues the run in --out and --overwrite replaces it: choose one", 2),
-    (["--fsdp", "--opt-state-on-cpu"], "gpt3dev_train: error: --fsdp already splits the optimizer state across processes", 2),
-])
+@pytest.mark.parametrize(
+    "args, message, code",
+    [
+        (["--data", "/no/such/corpus.txt"], "gpt3dev_train: error: data source '/no/such/corpus.txt': no such file", 2),
+        (["--batch-size", "many"], "gpt3dev_train: error: argument --batch-size: invalid int value: 'many'", 2),
+        (["--lr", "-1"], "gpt3dev_train: error: --lr must be > 0, got -1.0", 2),
+        (["--resume"], "gpt3dev_train: error: --resume: no checkpoint in", 2),
+        (
+            ["--resume", "--overwrite"],
+            "gpt3dev_train: error: --resume continues the run in --out and --overwrite replaces it: choose one",
+            2,
+        ),
+        (
+            ["--fsdp", "--opt-state-on-cpu"],
+            "gpt3dev_train: error: --fsdp already splits the optimizer state across processes",
+            2,
+        ),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, args, message, code):
     r = run(*SMALL, "--out", str(tmp_path / "run"), *args)
     assert r.returncode == code, (r.returncode, r.stderr)
@@ -300,9 +423,11 @@ def test_bad_data_is_reported(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
     r = run(*SMALL, "--out", str(tmp_path / "e"), "--data", str(tmp_path / "empty.txt"))
     assert r.returncode == 2 and "holds no documents" in last_line(r.stderr), r.stderr
-    (tmp_path / "noise.txt").write_bytes(random.Random(0).randbytes(50_000))           # binary data named .txt
+    (tmp_path / "noise.txt").write_bytes(random.Random(0).randbytes(50_000))  # binary data named .txt
     r = run(*SMALL, "--out", str(tmp_path / "n"), "--data", str(tmp_path / "noise.txt"))
-    assert r.returncode == 2 and last_line(r.stderr).startswith(f"gpt3dev_train: error: data file {tmp_path / 'noise.txt'} is not text"), r.stderr
+    assert r.returncode == 2 and last_line(r.stderr).startswith(
+        f"gpt3dev_train: error: data file {tmp_path / 'noise.txt'} is not text"
+    ), r.stderr
 
 
 def test_changed_settings_damaged_and_unsafe_checkpoints(tmp_path):
@@ -315,17 +440,22 @@ def test_changed_settings_damaged_and_unsafe_checkpoints(tmp_path):
     # settings that change the numbers: refused, naming each change; settings that cannot: free
     r = run(*short, "--out", str(out), "--resume", "--batch-size", "8", "--lr", "0.001")
     assert r.returncode == 2, r.stderr
-    assert last_line(r.stderr) == (f"gpt3dev_train: error: --resume: checkpoint {good[-1]} was made with other settings: "
-                                   f"batch_size: 4 -> 8; lr: None (the preset's) -> 0.001 (go back to them, or pass --allow-changes if the change is meant)")
+    assert last_line(r.stderr) == (
+        f"gpt3dev_train: error: --resume: checkpoint {good[-1]} was made with other settings: "
+        f"batch_size: 4 -> 8; lr: None (the preset's) -> 0.001 (go back to them, or pass --allow-changes if the change is meant)"
+    )
     r = run(*short, "--out", str(out), "--resume", "--log-steps", "1", "--eval-batches", "1", "--progress")
     assert r.returncode == 0, r.stderr
     # a damaged newest checkpoint: named, set aside, and the run resumes from the one before
     import torch
-    (ckpts / "step_00000030.pt").write_bytes(good[-1].read_bytes()[:5000])             # cut short, as by a full disk
+
+    (ckpts / "step_00000030.pt").write_bytes(good[-1].read_bytes()[:5000])  # cut short, as by a full disk
     r = run(*SMALL, "--total-tokens", str(40 * 4 * 64), "--out", str(out), "--resume", "--allow-changes")
     assert r.returncode == 0, r.stderr
     warning = r.stderr.strip().splitlines()[0]
-    assert warning.startswith(f"warning: checkpoint {ckpts / 'step_00000030.pt'} cannot be read (damaged or cut short: "), r.stderr
+    assert warning.startswith(
+        f"warning: checkpoint {ckpts / 'step_00000030.pt'} cannot be read (damaged or cut short: "
+    ), r.stderr
     assert warning.endswith("; it is kept as step_00000030.pt.bad and the run resumes from step_00000020.pt"), r.stderr
     assert "warning: --allow-changes: resuming" in r.stderr and "total_tokens: 5120 -> 10240" in r.stderr
     assert f"resuming from {ckpts / 'step_00000020.pt'} (step 20, 5,120 tokens)" in r.stdout.splitlines(), r.stdout
@@ -333,9 +463,12 @@ def test_changed_settings_damaged_and_unsafe_checkpoints(tmp_path):
     # a checkpoint holding pickled objects is never loaded: with nothing else to resume from, a one-line error names it
     state = torch.load(ckpts / "step_00000040.pt", weights_only=True)
     state["note"] = Path("unpickling me calls pathlib")
-    for p in ckpts.glob("step_*.pt"): p.unlink()
+    for p in ckpts.glob("step_*.pt"):
+        p.unlink()
     torch.save(state, ckpts / "step_00000040.pt")
     r = run(*SMALL, "--out", str(out), "--resume")
     assert r.returncode == 2, r.stderr
-    assert last_line(r.stderr).startswith(f"gpt3dev_train: error: --resume: no checkpoint in {ckpts} can be used: checkpoint "
-                                          f"{ckpts / 'step_00000040.pt'} holds pickled Python objects (pathlib.PosixPath)"), r.stderr
+    assert last_line(r.stderr).startswith(
+        f"gpt3dev_train: error: --resume: no checkpoint in {ckpts} can be used: checkpoint "
+        f"{ckpts / 'step_00000040.pt'} holds pickled Python objects (pathlib.PosixPath)"
+    ), r.stderr

@@ -4,6 +4,7 @@ Used by `tests/test_browser.py` (the widgets notebook must show its pictures and
 and by `tools/widget_screenshots.py`. Needs `pip install playwright` (a dev dependency) and a Chromium
 (Debian: `apt install chromium`); Playwright's own browser download is not used.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,8 @@ def find_chromium() -> str | None:
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @contextmanager
@@ -37,35 +39,71 @@ def jupyterlab(root: Path, env: dict | None = None, log: Path | None = None):
     env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "MPLBACKEND"}
     port = _free_port()
     out = open(log, "w") if log else subprocess.DEVNULL
-    lab = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-                            "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-                            f"--ServerApp.root_dir={root}", "--LabApp.news_url=",
-                            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                            *(["--allow-root"] if os.geteuid() == 0 else [])], stdout=out, stderr=subprocess.STDOUT, env=env)
+    lab = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            "--ServerApp.token=",
+            "--ServerApp.password=",
+            "--ServerApp.disable_check_xsrf=True",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     try:
         for _ in range(240):
-            if lab.poll() is not None: raise RuntimeError(f"JupyterLab exited with {lab.returncode} (log: {log})")
-            try: socket.create_connection(("127.0.0.1", port), timeout=1).close(); break
-            except OSError: time.sleep(0.5)
-        else: raise RuntimeError("JupyterLab did not start within 120 s")
+            if lab.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with {lab.returncode} (log: {log})")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("JupyterLab did not start within 120 s")
         yield f"http://127.0.0.1:{port}"
     finally:
         lab.terminate()
-        try: lab.wait(timeout=30)
-        except subprocess.TimeoutExpired: lab.kill()
-        if log: out.close()
+        try:
+            lab.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+        if log:
+            out.close()
 
 
 @contextmanager
 def browser_page(chromium: str, width: int = 1400, height: int = 1000):
     "A Playwright page in headless Chromium (the flags a sandboxed, offline machine needs)."
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        try: yield browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
-        finally: browser.close()
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
+        finally:
+            browser.close()
 
 
 def run_all(page, url: str, notebook: str, timeout_s: float = 300):
@@ -77,14 +115,17 @@ def run_all(page, url: str, notebook: str, timeout_s: float = 300):
     if page.query_selector("text=Select Kernel"):
         raise RuntimeError(f"JupyterLab asks which kernel to start for {notebook}: the notebook names no kernelspec")
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-    page.add_style_tag(content=".jp-toast-container, .Toastify { display: none !important; }")   # no "news?" pop-up
+    page.add_style_tag(content=".jp-toast-container, .Toastify { display: none !important; }")  # no "news?" pop-up
     page.click("text=Run", timeout=30_000)
     page.click("text=Run All Cells", timeout=30_000)
     start = time.time()
     while time.time() < start + timeout_s:
-        prompts = page.eval_on_selector_all(".jp-CodeCell .jp-InputArea-prompt", "els => els.map(e => e.textContent.trim())")
+        prompts = page.eval_on_selector_all(
+            ".jp-CodeCell .jp-InputArea-prompt", "els => els.map(e => e.textContent.trim())"
+        )
         done = [p[1:-2].strip().isdigit() for p in prompts]
-        if prompts and all(done) and page.query_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']"): return prompts
+        if prompts and all(done) and page.query_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']"):
+            return prompts
         if time.time() > start + 90 and not any(done) and "[*]:" not in prompts:
             raise RuntimeError(f"{notebook}: Run All started nothing within 90 s (no kernel?)")
         time.sleep(1)
@@ -98,7 +139,9 @@ def save(page, path: Path) -> dict:
     page.keyboard.press("Control+s")
     for _ in range(60):
         if path.stat().st_mtime != before:
-            try: return json.loads(path.read_text())
-            except json.JSONDecodeError: pass                # caught mid-write
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError:
+                pass  # caught mid-write
         time.sleep(0.5)
     raise TimeoutError(f"JupyterLab did not save {path}")

@@ -7,6 +7,7 @@ widget's output under nbs/images/. Needs Playwright (a dev dependency) and a Chr
 
     python tools/widget_screenshots.py [--chromium /usr/bin/chromium]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,6 +43,7 @@ if MODEL:
 def pattern_figure(out: Path):
     "The four patterns side by side (the README's picture), drawn by gpt3dev.widgets.plot_pattern."
     from gpt3dev.widgets import plot_patterns
+
     plot_patterns(["dense", "local:16", "strided:8", "fixed:8:2"], 64).savefig(out / "patterns.png", dpi=72)
     print(f"wrote {out / 'patterns.png'}")
 
@@ -52,13 +54,23 @@ def main():
     ap.add_argument("--model", default="", help="a checkpoint to show (default: a random tiny model)")
     ap.add_argument("--out", default=str(ROOT / "nbs" / "images"))
     args = ap.parse_args()
-    if not args.chromium: sys.exit("no Chromium found: apt install chromium, or pass --chromium PATH")
+    if not args.chromium:
+        sys.exit("no Chromium found: apt install chromium, or pass --chromium PATH")
     work = Path(tempfile.mkdtemp())
-    cells = [CELLS["setup"] % args.model] + [CELLS[k] for k in ("pattern_explorer", "attention_viewer", "generation_playground")]
-    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None} for c in cells],
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    cells = [CELLS["setup"] % args.model] + [
+        CELLS[k] for k in ("pattern_explorer", "attention_viewer", "generation_playground")
+    ]
+    nb = {
+        "cells": [
+            {"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None} for c in cells
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     (work / "widgets.ipynb").write_text(json.dumps(nb))
-    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     pattern_figure(out)
     try:
         with jupyterlab(work) as url, browser_page(args.chromium) as page:
@@ -66,12 +78,14 @@ def main():
                 run_all(page, url, "widgets.ipynb")
                 page.wait_for_selector("text=/tokens, mean probability/", timeout=60_000)
             except Exception:
-                page.screenshot(path=str(out / "failed.png"), full_page=True); raise
+                page.screenshot(path=str(out / "failed.png"), full_page=True)
+                raise
             time.sleep(2)
             cells = page.query_selector_all(".jp-Notebook .jp-Cell")
             for cell, name in zip(cells[1:], ["pattern_explorer", "attention_viewer", "generation_playground"]):
                 area = cell.query_selector(".jp-OutputArea")
-                area.scroll_into_view_if_needed(); time.sleep(0.5)
+                area.scroll_into_view_if_needed()
+                time.sleep(0.5)
                 area.screenshot(path=str(out / f"{name}.png"))
                 print(f"wrote {out / (name + '.png')}")
     finally:
