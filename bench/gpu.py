@@ -228,7 +228,8 @@ def attention(cfg, device, dtype, reps):
 
 
 def model_config(cfg, dense: bool, T: int):
-    "The preset with room for T positions (token ids 0 as bos/eos, inside every vocabulary); every layer dense if `dense`."
+    """The preset with room for T positions (token ids 0 as bos/eos, inside every vocabulary); every layer
+    dense if `dense`."""
     preset = GPT3DevConfig.from_preset(cfg["preset"])
     kw = dict(n_positions=max(T, preset.n_positions), bos_token_id=0, eos_token_id=0)
     if dense:
@@ -375,7 +376,8 @@ def main(argv=None):
     reps = args.reps or (2 if args.smoke else 10)
     start = time.time()
     print(
-        f"## GPU (`bench/gpu.py{' --device cpu --smoke' if args.smoke else ''}`)\n\nMachine: {machine()}. dtype {args.dtype}"
+        f"## GPU (`bench/gpu.py{' --device cpu --smoke' if args.smoke else ''}`)\n\n"
+        f"Machine: {machine()}. dtype {args.dtype}"
         f"{', torch.compile' if compile_model else ''}.\n"
     )
     checks = []
@@ -383,7 +385,8 @@ def main(argv=None):
         rows, c = attention(cfg, device, dtype, reps)
         checks += c
         print(
-            f"Attention, B=1, H={cfg['heads']}, D={cfg['head_dim']} (median of {reps}); ratios are the baseline's time over the kernel's:\n"
+            f"Attention, B=1, H={cfg['heads']}, D={cfg['head_dim']} (median of {reps}); "
+            "ratios are the baseline's time over the kernel's:\n"
         )
         print(
             table(
@@ -405,14 +408,16 @@ def main(argv=None):
         rows, c = training(cfg, device, dtype, compile_model)
         checks += c
         print(
-            f"Training step of {cfg['preset']} at T={cfg['train_T']}, batch {cfg['batch']}, {args.dtype} autocast, fused AdamW on CUDA:\n"
+            f"Training step of {cfg['preset']} at T={cfg['train_T']}, batch {cfg['batch']}, "
+            f"{args.dtype} autocast, fused AdamW on CUDA:\n"
         )
         print(table(rows, list(rows[0])) + "\n")
     if "generation" in args.sections:
         rows, c = generation(cfg, device, dtype)
         checks += c
         print(
-            f"Generation, {cfg['new_tokens']} new tokens after a 32-token prompt (greedy), {cfg['preset']} against GPT2LMHeadModel of the same size:\n"
+            f"Generation, {cfg['new_tokens']} new tokens after a 32-token prompt (greedy), "
+            f"{cfg['preset']} against GPT2LMHeadModel of the same size:\n"
         )
         print(table(rows, list(rows[0])) + "\n")
     print("Targets:\n" + "\n".join(f"- [{'x' if ok else ' '}] {text}: {detail}" for text, ok, detail in checks))

@@ -10,7 +10,8 @@ from gpt3dev.core import data_path, shared_dir
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
-    "Tiny Shakespeare prepared by gpt3dev_prepare with the embedded tokenizer (the tiny preset's), 10% held out, 100k-token shards."
+    """Tiny Shakespeare prepared by gpt3dev_prepare with the embedded tokenizer (the tiny preset's),
+    10% held out, 100k-token shards."""
     if not (shared_dir() / "data").is_dir():
         pytest.skip(f"shared data not found at {shared_dir()} (set GPT3DEV_SHARED)")
     out = tmp_path_factory.mktemp("prepared") / "shakespeare"

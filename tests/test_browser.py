@@ -51,12 +51,19 @@ def test_widgets_notebook_in_jupyterlab():
             try:
                 run_all(page, url, nb_path.name, timeout_s=400)
                 page.wait_for_timeout(1500)  # let widget views finish rendering
-                dom = page.evaluate("""() => ({
-                    errors: document.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] .jp-RenderedText, .jp-OutputArea-output .ansi-red-fg').length,
-                    widgetImages: document.querySelectorAll('.jupyter-widgets .jp-OutputArea-output img, .widget-output img').length,
+                stderr = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] .jp-RenderedText'
+                dom = page.evaluate(
+                    """() => ({
+                    errors: document.querySelectorAll('%s, .jp-OutputArea-output .ansi-red-fg').length,
+                    widgetImages: document.querySelectorAll(
+                        '.jupyter-widgets .jp-OutputArea-output img, .widget-output img').length,
                     tokens: [...document.querySelectorAll('.widget-html span[title^="p = "]')].length,
-                    status: [...document.querySelectorAll('.widget-html')].map(e => e.textContent).filter(t => t.includes('tokens, mean probability')),
-                    figureText: [...document.querySelectorAll('.jp-OutputArea-output')].filter(e => e.textContent.includes('<Figure size')).length})""")
+                    status: [...document.querySelectorAll('.widget-html')].map(e => e.textContent)
+                        .filter(t => t.includes('tokens, mean probability')),
+                    figureText: [...document.querySelectorAll('.jp-OutputArea-output')]
+                        .filter(e => e.textContent.includes('<Figure size')).length})"""
+                    % stderr
+                )
                 saved = save(page, nb_path)
             except Exception:
                 page.screenshot(path=str(work / "failed.png"), full_page=True)

@@ -66,7 +66,8 @@ CASES = {
 @pytest.mark.skipif(not (SHARED / "data").is_dir(), reason=f"shared data not found at {SHARED} (set GPT3DEV_SHARED)")
 @pytest.mark.parametrize("case", list(CASES))
 def test_core_notebook_passes_whatever_the_shell_says_about_the_hub(case, answering_hub):
-    "`00_core` tests `from_hub` offline, unreachable and reachable: it makes each case itself, so each environment passes."
+    """`00_core` tests `from_hub` offline, unreachable and reachable: it makes each case itself, so each
+    environment passes."""
     settings = {k: answering_hub if k == "HF_ENDPOINT" else v for k, v in CASES[case].items()}
     r = nbdev_test("00_core.ipynb", plain_env(**settings))
     assert r.returncode == 0, (

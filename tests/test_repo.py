@@ -1,5 +1,5 @@
 """Repository-level checks that cannot live in a notebook: the README agrees with nbs/index.ipynb and
-with CI, and importing gpt3dev stays cheap."""
+with CI, the code keeps to the project's format and line length, and importing gpt3dev stays cheap."""
 
 import json
 import re
@@ -146,3 +146,28 @@ def test_readme_example_prints_what_the_readme_shows():
         [sys.executable, "-c", m.group(1)], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout.strip()
     assert got == shown.strip(), f"README.md shows {shown!r}, the example prints {got!r}"
+
+
+def ruff(*args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "ruff"
+    return subprocess.run([str(exe) if exe.exists() else "ruff", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_code_is_formatted_and_linted():
+    "Notebooks, tests, benchmarks and tools as ruff formats them; no line over 120 columns, no ';' chains."
+    r = ruff("format", "--check", "nbs", "tests", "bench", "tools")
+    assert r.returncode == 0, f"run `ruff format nbs tests bench tools`, then nbdev_clean and nbdev_export:\n{r.stdout}"
+    r = ruff("check", ".")
+    assert r.returncode == 0, r.stdout
+
+
+def test_package_lines_fit_in_120_columns():
+    "The generated package too, but for the first line of nbdev's own `__all__` (it wraps the list, then prefixes it)."
+    long = [
+        f"{py.name}:{n}"
+        for py in (ROOT / "gpt3dev").glob("*.py")
+        if py.name != "_modidx.py"
+        for n, line in enumerate(py.read_text().splitlines(), 1)
+        if len(line) > 120 and not line.startswith("__all__ = [")
+    ]
+    assert not long, f"lines over 120 columns (shorten them in the notebooks): {long}"

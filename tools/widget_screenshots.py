@@ -35,8 +35,11 @@ if MODEL:
     from gpt3dev.core import load_pretrained
     model, tok = load_pretrained(MODEL)""",
     "pattern_explorer": "ex = pattern_explorer(n=48, kind='local', window=8)\nex",
-    "attention_viewer": "av = attention_viewer(model, tok, 'def add(a, b):\\n    \"Return the sum of a and b.\"\\n    return a + b\\n\\nfor i in range(10):\\n    print(add(i, i))\\n')\nav",
-    "generation_playground": "gp = generation_playground(model, tok, prompt='The for statement')\ngp.controls['temperature'].value = 0.8\ngp.controls['max_new_tokens'].value = 40\ngp.controls['button'].click()\ngp",
+    "attention_viewer": "av = attention_viewer(model, tok, 'def add(a, b):\\n    \"Return the sum of a and b.\"\\n"
+    "    return a + b\\n\\nfor i in range(10):\\n    print(add(i, i))\\n')\nav",
+    "generation_playground": "gp = generation_playground(model, tok, prompt='The for statement')\n"
+    "gp.controls['temperature'].value = 0.8\ngp.controls['max_new_tokens'].value = 40\n"
+    "gp.controls['button'].click()\ngp",
 }
 
 
