@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from gpt3dev.core import shared_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GPT3DEV_SHARED", ROOT.parent / "shared"))
+SHARED = shared_dir()
 # what a user's shell may say about the Hub, W&B and matplotlib; the tests must not depend on any of it
 SETTINGS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "MPLBACKEND", "WANDB_MODE")
 
