@@ -126,7 +126,7 @@ _READERS = {
     ".parquet": lambda p: _pieces_of(_parquet_documents(p)),
 }
 
-# %% ../nbs/06_data.ipynb #7fb27b941602401d91542211134fc71a
+# %% ../nbs/06_data.ipynb #acae54e37e7d407bbb7b55eff062a284
 def source_files(spec: str) -> list[Path]:
     "The data files a local source spec (file, directory or glob) names, sorted."
     p = Path(spec).expanduser()
@@ -185,7 +185,7 @@ def _read_files(files):
         except OSError as e:
             raise ValueError(f"data file {f} cannot be read: {e.strerror or e}") from None
 
-
+# %% ../nbs/06_data.ipynb #c3933fab20d04ec698c2621248eb3be0
 def iter_pieces(spec: str, skip: int = 0):
     """`(piece, ends_document)` of source `spec` in order, from its `skip`-th piece on: every document ends with a piece
     that ends it."""
@@ -209,7 +209,7 @@ def iter_documents(spec: str):
             yield "".join(parts)
             parts = []
 
-# %% ../nbs/06_data.ipynb #acae54e37e7d407bbb7b55eff062a284
+# %% ../nbs/06_data.ipynb #4dd4641cc4064e0191573fe9c69df29b
 EOT = "<|endoftext|>"
 
 
@@ -267,7 +267,7 @@ def load_tokenizer(spec: str = "gpt2"):
         tok.eos_token = EOT
     return tok
 
-
+# %% ../nbs/06_data.ipynb #3ed186c9a28b402fb0bc4494df01f08d
 _PROBE = (  # one string: text a tokenizer's fingerprint is taken on
     "Tokenizer fingerprint: naïve café, 12345 + 678 = 13023;\n\tdef f(x): return x ** 2  # ünïcödé 日本語 🙂"
 )
@@ -566,18 +566,7 @@ def _batches(numbered, chars: int = 1 << 20):
     if batch:
         yield batch
 
-# %% ../nbs/06_data.ipynb #7cdc8c89c7104fffa095e18ddfef8986
-def _local_chars(sources: list[str]) -> int | None:
-    """The size in bytes of every local source, for a progress bar with a time left; None when a source is streamed or
-    embedded."""
-    if any(s == EMBEDDED or s.startswith("hf:") for s in sources):
-        return None
-    try:
-        return sum(f.stat().st_size for s in sources for f in source_files(s))
-    except (FileNotFoundError, ValueError):
-        return None
-
-
+# %% ../nbs/06_data.ipynb #cb1e1581032b452c9409d6c6813c49d1
 _SETTINGS = ("sources", "tokenizer", "dtype", "val_share", "piece_chars", "shard_tokens")
 
 
@@ -634,7 +623,54 @@ def _version() -> str:
 
     return __version__
 
+# %% ../nbs/06_data.ipynb #277c27b1587741f2af2001be3712ef0d
+def _settings(sources: list[str], tokenizer, tokenizer_name: str, val_share: float, shard_tokens: int) -> dict:
+    "What a preparation's bytes depend on, checked, as its manifest records them."
+    if not 0 <= val_share < 1:
+        raise ValueError(f"--val-share must be in [0, 1), got {val_share}")
+    if shard_tokens < 1:
+        raise ValueError(f"--shard-tokens must be >= 1, got {shard_tokens}")
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer {tokenizer_name!r} has no end-of-text token to separate documents")
+    return {
+        "sources": sources,
+        "dtype": "uint16" if len(tokenizer) <= 1 << 16 else "uint32",
+        "val_share": val_share,
+        "piece_chars": PIECE_CHARS,
+        "shard_tokens": shard_tokens,
+        "tokenizer": {
+            "name": tokenizer_name,
+            "fingerprint": tokenizer_fingerprint(tokenizer),
+            "eos_id": tokenizer.eos_token_id,
+            "vocab_size": len(tokenizer),
+        },
+    }
 
+
+def _worker_pool(workers: int, tokenizer):
+    "`workers` processes that tokenize, and the module whose functions they run; `(None, None)` for 0 workers."
+    if workers <= 0:
+        return None, None
+    import multiprocessing as mp
+    from gpt3dev import data as module  # workers run the package's functions, which pickle by name
+
+    pool = mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(
+        workers, module._worker_start, (tokenizer,)
+    )
+    return pool, module
+
+
+def _local_chars(sources: list[str]) -> int | None:
+    """The size in bytes of every local source, for a progress bar with a time left; None when a source is streamed or
+    embedded."""
+    if any(s == EMBEDDED or s.startswith("hf:") for s in sources):
+        return None
+    try:
+        return sum(f.stat().st_size for s in sources for f in source_files(s))
+    except (FileNotFoundError, ValueError):
+        return None
+
+# %% ../nbs/06_data.ipynb #916684f9a58a4a2aa5f864670399430d
 def prepare(
     sources,
     tokenizer,
@@ -650,26 +686,8 @@ def prepare(
     manifest; an interrupted preparation, run again, continues where it stopped and ends byte-identical. Returns the
     manifest."""
     sources = [sources] if isinstance(sources, str) else list(sources)
-    if not 0 <= val_share < 1:
-        raise ValueError(f"--val-share must be in [0, 1), got {val_share}")
-    if shard_tokens < 1:
-        raise ValueError(f"--shard-tokens must be >= 1, got {shard_tokens}")
-    if tokenizer.eos_token_id is None:
-        raise ValueError(f"tokenizer {tokenizer_name!r} has no end-of-text token to separate documents")
+    settings = _settings(sources, tokenizer, tokenizer_name, val_share, shard_tokens)
     workers = os.cpu_count() or 1 if workers is None else workers
-    settings = {
-        "sources": sources,
-        "dtype": "uint16" if len(tokenizer) <= 1 << 16 else "uint32",
-        "val_share": val_share,
-        "piece_chars": PIECE_CHARS,
-        "shard_tokens": shard_tokens,
-        "tokenizer": {
-            "name": tokenizer_name,
-            "fingerprint": tokenizer_fingerprint(tokenizer),
-            "eos_id": tokenizer.eos_token_id,
-            "vocab_size": len(tokenizer),
-        },
-    }
     folder = Path(out).expanduser()
     manifest = _start(folder, settings, overwrite)
     if manifest["complete"]:
@@ -678,14 +696,7 @@ def prepare(
     resume = manifest["resume"]
     writers = {s: _ShardWriter(folder, s, resume["shard"], dtype) for s in ("train", "validation")}
     bar = _progress_bar(progress, _local_chars(sources))
-    pool, module = None, None
-    if workers > 0:
-        import multiprocessing as mp
-        from gpt3dev import data as module  # workers run the package's functions, which pickle by name
-
-        pool = mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(
-            workers, module._worker_start, (tokenizer,)
-        )
+    pool, module = _worker_pool(workers, tokenizer)
     try:
         for s in range(resume["source"], len(sources)):
             skip = resume["piece"] if s == resume["source"] else 0
@@ -719,7 +730,7 @@ def prepare(
             bar.close()
     return manifest
 
-
+# %% ../nbs/06_data.ipynb #33b0902fd34d4ace834912fa1002cf8e
 def _tokens(manifest: dict) -> int:
     return sum(s["tokens"] for shards in manifest["splits"].values() for s in shards)
 

@@ -88,25 +88,9 @@ def prepare_chat_model(model, tokenizer):
     model.config.eos_token_id = stops[0]
     return model
 
-# %% ../nbs/07b_sft.ipynb #9035939d
+# %% ../nbs/07b_sft.ipynb #acae54e37e7d407bbb7b55eff062a284
 class BadRow(ValueError):
     "A row that cannot become a conversation; its message is the reason, as counted in the statistics."
-
-
-SHAREGPT_ROLES = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "chatgpt": "assistant",
-    "bing": "assistant",
-    "bard": "assistant",
-    "system": "system",
-    "function_call": "assistant",
-    "observation": "tool",
-    "tool": "tool",
-    "function": "tool",
-}
 
 
 def _text(value, what: str) -> str:
@@ -127,6 +111,22 @@ def _from_messages(row):
     if isinstance(row.get("system"), str) and row["system"] and not (out and out[0]["role"] == "system"):
         out.insert(0, {"role": "system", "content": row["system"]})
     return out
+
+# %% ../nbs/07b_sft.ipynb #8dd0d8092fe74a7c96281538738b07e2
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "system": "system",
+    "function_call": "assistant",
+    "observation": "tool",
+    "tool": "tool",
+    "function": "tool",
+}
 
 
 def _from_sharegpt(row):
@@ -167,7 +167,7 @@ def _from_sharegpt(row):
             out.append({"role": SHAREGPT_ROLES[who], "content": content})
     return out
 
-
+# %% ../nbs/07b_sft.ipynb #8edb47106e1a46a883d545849b8ab81b
 def _from_alpaca(row):
     out = []
     if isinstance(row.get("system"), str) and row["system"]:
@@ -197,7 +197,7 @@ def _from_prompt_completion(row):
         {"role": "assistant", "content": _text(row["completion"], "completion")},
     ]
 
-
+# %% ../nbs/07b_sft.ipynb #8763a12b2bbd4a93a75aff182afb95dc
 def _from_oasst(row):
     "The best-ranked path through an OpenAssistant message tree (rank 0 first; unranked replies in their order)."
     node, out = row["prompt"], []
@@ -227,7 +227,7 @@ def _from_hh(row):
         for who, said in zip(parts[1::2], parts[2::2])
     ]
 
-
+# %% ../nbs/07b_sft.ipynb #7cdc8c89c7104fffa095e18ddfef8986
 FORMATS = {  # checked in this order: the first whose fields a row has is used
     "messages": (lambda r: "messages" in r, _from_messages),
     "sharegpt": (lambda r: "conversations" in r, _from_sharegpt),
@@ -314,7 +314,7 @@ class Filters:
                 return name
         return None
 
-# %% ../nbs/07b_sft.ipynb #e1cc7124
+# %% ../nbs/07b_sft.ipynb #b118ea5561624da68c537baed56e602f
 def read_rows(spec: str):
     "The rows (dicts) of a data spec: a .json list, .jsonl or .parquet file, or `hf:NAME[:CONFIG][:SPLIT]`."
     if spec.startswith("hf:"):
@@ -359,7 +359,51 @@ def _key(messages) -> str:
         json.dumps(messages, sort_keys=True, ensure_ascii=False).encode(), digest_size=16
     ).hexdigest()
 
+# %% ../nbs/07b_sft.ipynb #504fb2a444614c0babb325280ed9130a
+def _convert(spec: str, filters: Filters, seen: set, st: Counter) -> list[list[dict]]:
+    """The conversations of data spec `spec` that convert and pass `filters` (with `dedup`, only those not in
+    `seen`, which grows); `st` counts the rows and why each dropped one was dropped."""
+    kept = []
+    for row in read_rows(spec):
+        st["rows"] += 1
+        try:
+            if isinstance(row, BadRow):
+                raise row
+            msgs = to_messages(row)
+        except BadRow as e:
+            reason = str(e).split(" (")[0]
+            if reason.startswith("malformed") and not any(k.startswith("dropped: malformed") for k in st):
+                print(f"warning: {spec}: {e}; rows like it are dropped and counted", file=sys.stderr)  # once a file
+            st[f"dropped: {reason}"] += 1
+            continue
+        if (why := filters.reason(msgs)) is not None:
+            st[f"dropped: {why}"] += 1
+            continue
+        if filters.dedup:
+            k = _key(msgs)
+            if k in seen:
+                st["dropped: duplicate"] += 1
+                continue
+            seen.add(k)
+        kept.append(msgs)
+    if not st["rows"]:
+        raise ValueError(f"SFT data {spec!r} holds no rows")
+    return kept
 
+
+def _take(kept: list, spec: str, weight: float, cap: int | None, seed: int, st: Counter) -> list:
+    """`weight` times the conversations `kept` (a seeded shuffle picks a fractional share), at most `cap` of them;
+    `st` counts those the cap drops."""
+    rng = random.Random(f"{seed}|{spec if spec.startswith('hf:') else Path(spec).name}")  # wherever the file lives
+    rng.shuffle(kept)
+    n = len(kept) * int(weight) + round(len(kept) * (weight - int(weight)))
+    chosen = (kept * math.ceil(weight))[:n] if weight >= 1 else kept[:n]
+    if cap is not None and len(chosen) > cap:
+        st["dropped: cap"] += len(chosen) - cap
+        chosen = chosen[:cap]
+    return chosen
+
+# %% ../nbs/07b_sft.ipynb #b43b363d81ae4b689946ece5c682cd59
 def load_conversations(
     specs: list[str],
     caps: list[int | None] | None = None,
@@ -379,42 +423,8 @@ def load_conversations(
     for spec, cap, weight in zip(specs, caps, weights):
         if weight < 0:
             raise ValueError(f"dataset {spec!r}: weight must be >= 0, got {weight}")
-        st, kept = Counter(), []
-        for row in read_rows(spec):
-            st["rows"] += 1
-            try:
-                if isinstance(row, BadRow):
-                    raise row
-                msgs = to_messages(row)
-            except BadRow as e:
-                reason = str(e).split(' (')[0]
-                if reason.startswith("malformed") and not any(
-                    k.startswith("dropped: malformed") for k in st
-                ):  # say where, once per file
-                    print(f"warning: {spec}: {e}; rows like it are dropped and counted", file=sys.stderr)
-                st[f"dropped: {reason}"] += 1
-                continue
-            if (why := filters.reason(msgs)) is not None:
-                st[f"dropped: {why}"] += 1
-                continue
-            if filters.dedup:
-                k = _key(msgs)
-                if k in seen:
-                    st["dropped: duplicate"] += 1
-                    continue
-                seen.add(k)
-            kept.append(msgs)
-        if not st["rows"]:
-            raise ValueError(f"SFT data {spec!r} holds no rows")
-        rng = random.Random(
-            f"{seed}|{spec if spec.startswith('hf:') else Path(spec).name}"
-        )  # the same choice wherever the file lives
-        rng.shuffle(kept)
-        n = len(kept) * int(weight) + round(len(kept) * (weight - int(weight)))
-        chosen = (kept * math.ceil(weight))[:n] if weight >= 1 else kept[:n]
-        if cap is not None and len(chosen) > cap:
-            st["dropped: cap"] += len(chosen) - cap
-            chosen = chosen[:cap]
+        st = Counter()
+        chosen = _take(_convert(spec, filters, seen, st), spec, weight, cap, seed, st)
         st["kept"] = len(chosen)
         stats[spec] = st
         out += [{"messages": m, "source": spec} for m in chosen]
@@ -580,7 +590,7 @@ class ChatStream:
             )
         self.epoch, self.pos = state["epoch"], state["pos"]
 
-# %% ../nbs/07b_sft.ipynb #d78aa96c
+# %% ../nbs/07b_sft.ipynb #8a65eabff63a45729fe45fb5ade58bdc
 @dataclass
 class SFTConfig(TrainConfig):
     "Settings of a fine-tuning run: a base model, chat datasets, and the trainer's settings."
@@ -656,7 +666,7 @@ class SFTConfig(TrainConfig):
             raise ValueError(f"--caps must be >= 0 (0: no cap), got {self.caps}")
         return self
 
-
+# %% ../nbs/07b_sft.ipynb #4dd4641cc4064e0191573fe9c69df29b
 def _held_out(messages, share: float) -> bool:
     return int(_key(messages), 16) / 16**32 < share
 
@@ -705,6 +715,21 @@ def build_sft_data(cfg: SFTConfig, tokenizer, block: int, world_size: int = 1):
 
     return data, items["train"], stats
 
+# %% ../nbs/07b_sft.ipynb #3ed186c9a28b402fb0bc4494df01f08d
+def _report_data(stats: dict, out: Path):
+    "What the datasets gave, kept and dropped: `data_stats.json`, `data_filters.png` in `out`, and a line each."
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data_stats.json").write_text(json.dumps({k: dict(v) for k, v in stats.items()}, indent=2))
+    fig = plot_filter_stats(stats)
+    fig.savefig(out / "data_filters.png", dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    for spec, st in stats.items():
+        print(
+            f"{spec}: kept {st['kept']} of {st['rows']}", {k[9:]: v for k, v in st.items() if k.startswith("dropped")}
+        )
+
 
 def sft(cfg: SFTConfig) -> dict:
     "Fine-tune `cfg.model` on `cfg.data` in the Harmony chat format; returns the last step's metrics."
@@ -727,19 +752,7 @@ def sft(cfg: SFTConfig) -> dict:
     cfg.check()
     check_out(cfg)  # before the statistics go into --out: a finished run there is refused untouched
     if int(os.environ.get("RANK", "0")) == 0:
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "data_stats.json").write_text(json.dumps({k: dict(v) for k, v in stats.items()}, indent=2))
-        fig = plot_filter_stats(stats)
-        fig.savefig(out / "data_filters.png", dpi=100)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-        for spec, st in stats.items():
-            print(
-                f"{spec}: kept {st['kept']} of {st['rows']}",
-                {k[9:]: v for k, v in st.items() if k.startswith("dropped")},
-            )
+        _report_data(stats, Path(cfg.out))
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": cfg.gen_prompt}], add_generation_prompt=True, return_dict=False
     )

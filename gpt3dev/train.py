@@ -406,7 +406,7 @@ class CPUOffload:
             for m, v in zip(self.master, s["master"]):
                 m.copy_(v)
 
-# %% ../nbs/07_train.ipynb #dc5f2de1
+# %% ../nbs/07_train.ipynb #9610a044
 PEAK_BF16_FLOPS = {  # dense bf16 tensor-core FLOP/s from the vendor's datasheets, by the exact name CUDA reports
     "NVIDIA H200": 989e12,
     "NVIDIA H200 NVL": 835e12,
@@ -434,7 +434,7 @@ def peak_flops(device: torch.device | str, name: str | None = None) -> float | N
         name = torch.cuda.get_device_name(device)
     return PEAK_BF16_FLOPS.get(name)
 
-
+# %% ../nbs/07_train.ipynb #842c5309
 class _Log:
     "metrics.jsonl and, unless disabled, a Weights & Biases run (rank 0 only)."
 
@@ -603,7 +603,7 @@ def plot_losses(metrics: Path, path: Path):
 
     plot_metrics(metrics).savefig(path, dpi=100)
 
-# %% ../nbs/07_train.ipynb #1b3b2878
+# %% ../nbs/07_train.ipynb #e1c85758
 _RUN_FILES = (
     "metrics.jsonl",
     "checkpoints",
@@ -655,7 +655,7 @@ def check_out(cfg: TrainConfig) -> Path:
         )
     return out
 
-
+# %% ../nbs/07_train.ipynb #39b9d50a
 def prepare_out(cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> Path:
     """The run's folder, checked (no run replaced by accident), cleared for `overwrite` or after a failed start, tidied
     after an interruption."""
@@ -714,7 +714,7 @@ def config_changes(saved: dict, cfg) -> list[str]:
             changes.append(f"{f.name}: {shown(old)} -> {shown(new)}")
     return changes
 
-# %% ../nbs/07_train.ipynb #e43d9556
+# %% ../nbs/07_train.ipynb #d3500de9
 def _init_processes(cfg) -> tuple[int, int, torch.device]:
     "This process's rank, the number of processes, and its device; under torchrun the process group is started here."
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -749,7 +749,7 @@ def _new_model(cfg, tokenizer):
         )
     )
 
-
+# %% ../nbs/07_train.ipynb #658f170a
 def _block_size(cfg, model, tokenizer) -> int:
     "Tokens per training sequence, checked against the model's vocabulary and positions."
     if model.config.vocab_size < len(tokenizer):
@@ -782,7 +782,7 @@ def _token_stream(cfg, tokenizer, block: int, vocab_size: int, split: str, rank:
         verify=cfg.verify_data and split == "train",
     )
 
-
+# %% ../nbs/07_train.ipynb #753e8bbd
 def _resume(cfg, model, rank: int, world_size: int) -> dict:
     """The newest good checkpoint, checked against this run's settings and processes.
 
@@ -901,7 +901,7 @@ class Run:
         else:
             print(text, flush=True)
 
-# %% ../nbs/07_train.ipynb #a7890f66
+# %% ../nbs/07_train.ipynb #5358804e
 def _restore(run: Run, saved: dict):
     "Continue `run` from checkpoint `saved`: optimizer, scaler, and its `TrainState` (data position and RNG included)."
     opt_state = saved["optimizer"]
@@ -926,7 +926,23 @@ def _hellaswag_docs(cfg: TrainConfig) -> dict:
     except (ValueError, FileNotFoundError) as e:
         raise ValueError(str(e).replace("--data-dir", "--eval-data-dir")) from None
 
+# %% ../nbs/07_train.ipynb #5870f411
+def _place(model, cfg: TrainConfig, device: torch.device, world_size: int) -> torch.nn.Module:
+    "Move `model` to `device` for training (sharded in place under FSDP); what a step calls: compiled, in DDP."
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.to(device).train()
+    fsdp = world_size > 1 and cfg.fsdp
+    if cfg.fsdp and not fsdp:
+        print("warning: --fsdp has no effect in a single process (start it with torchrun)", file=sys.stderr)
+    if fsdp:
+        _shard(model)  # in place: `model` is now the sharded module
+    step_model = torch.compile(model) if cfg.compile else model
+    if world_size > 1 and not fsdp:
+        step_model = torch.nn.parallel.DistributedDataParallel(step_model)
+    return step_model
 
+# %% ../nbs/07_train.ipynb #7900d206
 def start_run(cfg: TrainConfig, model=None, tokenizer=None, data=None, sample_prompt: list[int] | None = None) -> Run:
     """Stage 1: processes, output folder, tokenizer, model, data, optimizer and logging; with `cfg.resume`, the newest
     good checkpoint."""
@@ -945,23 +961,12 @@ def start_run(cfg: TrainConfig, model=None, tokenizer=None, data=None, sample_pr
         if not cfg.skip_val:
             data("validation", 0, 1)  # a validation split too small for a block is said now, not at step 100
     saved = _resume(cfg, model, rank, world_size) if cfg.resume else None
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    model.to(device).train()
-    fsdp = world_size > 1 and cfg.fsdp
-    if cfg.fsdp and not fsdp:
-        print("warning: --fsdp has no effect in a single process (start it with torchrun)", file=sys.stderr)
-    if fsdp:
-        _shard(model)  # in place: `model` is now the sharded module
-    step_model = torch.compile(model) if cfg.compile else model
-    if world_size > 1 and not fsdp:
-        step_model = torch.nn.parallel.DistributedDataParallel(step_model)
+    step_model = _place(model, cfg, device, world_size)
     peak_lr = cfg.lr or PRESETS[cfg.preset].learning_rate
     opt = CPUOffload(model, cfg, peak_lr) if cfg.opt_state_on_cpu else make_optimizer(model.parameters(), cfg, peak_lr)
     amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
-    stream = Prefetcher(
-        data("train", rank, world_size), cfg.batch_size, pin_memory=device.type == "cuda"
-    )  # the next batch made during the step
+    # the training stream, its next batch made during the step
+    stream = Prefetcher(data("train", rank, world_size), cfg.batch_size, pin_memory=device.type == "cuda")
     run = Run(
         cfg=cfg,
         model=model,
@@ -1057,7 +1062,7 @@ def train_step(run: Run) -> dict:
         row["mfu"] = run.flops_per_token * tps / (run.peak_flops * run.world_size)
     return row
 
-# %% ../nbs/07_train.ipynb #1f9eff9f
+# %% ../nbs/07_train.ipynb #803d83b8
 def save_run_checkpoint(run: Run) -> Path | None:
     "Checkpoint the run at its current step (every process takes part; rank 0 writes the file and gets its path)."
     rng, data = rng_state(), run.stream.state_dict()
@@ -1078,7 +1083,7 @@ def save_run_checkpoint(run: Run) -> Path | None:
     run.saved_step = run.step
     return path
 
-
+# %% ../nbs/07_train.ipynb #45f0f30f
 def _show(run: Run, row: dict):
     "The progress bar, a line every `log_steps` (and with each validation), and the sample."
     if run.bar is not None:
