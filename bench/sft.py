@@ -27,6 +27,11 @@ from gpt3dev.core import data_path  # noqa: E402
 from gpt3dev.sft import Filters, collate, load_conversations, pack, padding_share, tokenize_chats, with_chat_format  # noqa: E402
 
 
+def positions(batches) -> int:
+    "Token positions in `batches`, padding included."
+    return sum(b["input_ids"].numel() for b in batches)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-size", type=int, default=8)
@@ -105,7 +110,7 @@ def main():
                 "padded: padding": f"{p_pad:.1%}",
                 "packed: blocks": len(blocks),
                 "packed: padding": f"{p_pack:.1%}",
-                "positions, packed / padded": f"{sum(b['input_ids'].numel() for b in packed) / sum(b['input_ids'].numel() for b in padded):.2f}x",
+                "positions, packed / padded": f"{positions(packed) / positions(padded):.2f}x",
                 "pack time": f"{t_pack * 1000:.0f} ms",
                 "target < 5%": "met" if p_pack < 0.05 else "MISSED",
             }

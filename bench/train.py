@@ -118,9 +118,9 @@ def main(argv=None):
 
     print(f"## Trainer (`bench/train.py`)\n\nMachine: {machine()}.\n")
     print(
-        f"Trainer against a bare loop: `tiny` preset, embedded BPE (vocab {len(tok)}), batch {batch} × {block} tokens, float32; "
-        f"median step over {args.steps} steps, best of 3 alternating rounds (all rounds: bare {[f'{b:,.0f}' for b in bares]}, "
-        f"trainer {[f'{o:,.0f}' for o in ours_]} tokens/s):\n"
+        f"Trainer against a bare loop: `tiny` preset, embedded BPE (vocab {len(tok)}), batch {batch} × {block} tokens, "
+        f"float32; median step over {args.steps} steps, best of 3 alternating rounds "
+        f"(all rounds: bare {[f'{b:,.0f}' for b in bares]}, trainer {[f'{o:,.0f}' for o in ours_]} tokens/s):\n"
     )
     print(table(rows, list(rows[0])))
     print(
@@ -133,7 +133,8 @@ def main(argv=None):
         + "\n".join(
             [
                 f"- [{'x' if overhead < 0.05 else ' '}] trainer overhead under 5%: {overhead:+.1%}",
-                f"- [{'x' if worst >= 10 else ' '}] data pipeline >= 10x gpt3-small's training throughput: {worst:,.0f}x at worst",
+                f"- [{'x' if worst >= 10 else ' '}] data pipeline >= 10x gpt3-small's training throughput: "
+                f"{worst:,.0f}x at worst",
             ]
         )
     )

@@ -126,7 +126,7 @@ _READERS = {
     ".parquet": lambda p: _pieces_of(_parquet_documents(p)),
 }
 
-# %% ../nbs/06_data.ipynb #f9d31d35
+# %% ../nbs/06_data.ipynb #acae54e37e7d407bbb7b55eff062a284
 def source_files(spec: str) -> list[Path]:
     "The data files a local source spec (file, directory or glob) names, sorted."
     p = Path(spec).expanduser()
@@ -158,7 +158,8 @@ HF_BUILDERS = ("parquet", "json", "text", "csv", "arrow")
 
 
 def _hub_documents(spec: str):
-    "The `text` of each row of `hf:NAME[:CONFIG]`, streamed by `datasets` (`hf:parquet:FILES` and the like stream local files)."
+    """The `text` of each row of `hf:NAME[:CONFIG]`, streamed by `datasets` (`hf:parquet:FILES` and the like stream
+    local files)."""
     from datasets import load_dataset
 
     name, _, config = spec[3:].partition(":")
@@ -184,9 +185,10 @@ def _read_files(files):
         except OSError as e:
             raise ValueError(f"data file {f} cannot be read: {e.strerror or e}") from None
 
-
+# %% ../nbs/06_data.ipynb #c3933fab20d04ec698c2621248eb3be0
 def iter_pieces(spec: str, skip: int = 0):
-    "`(piece, ends_document)` of source `spec` in order, from its `skip`-th piece on: every document ends with a piece that ends it."
+    """`(piece, ends_document)` of source `spec` in order, from its `skip`-th piece on: every document ends with a piece
+    that ends it."""
     if spec == EMBEDDED:
         pieces = _pieces_of(embedded_documents())
     elif spec.startswith("hf:"):
@@ -207,7 +209,7 @@ def iter_documents(spec: str):
             yield "".join(parts)
             parts = []
 
-# %% ../nbs/06_data.ipynb #a7af7edb
+# %% ../nbs/06_data.ipynb #4dd4641cc4064e0191573fe9c69df29b
 EOT = "<|endoftext|>"
 
 
@@ -265,8 +267,10 @@ def load_tokenizer(spec: str = "gpt2"):
         tok.eos_token = EOT
     return tok
 
-
-_PROBE = "Tokenizer fingerprint: naïve café, 12345 + 678 = 13023;\n\tdef f(x): return x ** 2  # ünïcödé 日本語 🙂"
+# %% ../nbs/06_data.ipynb #3ed186c9a28b402fb0bc4494df01f08d
+_PROBE = (  # one string: text a tokenizer's fingerprint is taken on
+    "Tokenizer fingerprint: naïve café, 12345 + 678 = 13023;\n\tdef f(x): return x ** 2  # ünïcödé 日本語 🙂"
+)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -289,7 +293,7 @@ def held_out(piece: int, share: float) -> bool:
     "Whether piece number `piece` of a source is held out for validation: evenly spread, a share `share` of pieces."
     return math.floor((piece + 1) * share + 0.5) > math.floor(piece * share + 0.5)
 
-# %% ../nbs/06_data.ipynb #395c4a52
+# %% ../nbs/06_data.ipynb #72eea5119410473aa328ad9291626812
 def _document_ids(tokens: np.ndarray, eos: int) -> np.ndarray:
     "Document number of each token of a packed block, counted from 0: a document ends with its end-of-text token."
     eot = (tokens == eos).astype(np.int64)
@@ -297,7 +301,8 @@ def _document_ids(tokens: np.ndarray, eos: int) -> np.ndarray:
 
 
 class TextBlocks:
-    "Blocks of one source for one split, tokenized as read, optionally through a shuffle buffer; every `world_size`-th is `rank`'s."
+    """Blocks of one source for one split, tokenized as read, optionally through a shuffle buffer; every `world_size`-th
+    is `rank`'s."""
 
     def __init__(
         self,
@@ -360,7 +365,8 @@ class TextBlocks:
         return np.array(block, dtype=np.int64)
 
     def _shuffled(self) -> np.ndarray:
-        "The next block in file order, or through a shuffle buffer of `shuffle` blocks (a random one out, the next one in)."
+        """The next block in file order, or through a shuffle buffer of `shuffle` blocks (a random one out, the next one
+        in)."""
         if not self.shuffle:
             return self._next_block()
         if len(self.pool) < self.shuffle:  # fill the buffer first
@@ -406,7 +412,7 @@ class TextBlocks:
         self.rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
         self._reader, self._ahead = None, deque()
 
-# %% ../nbs/06_data.ipynb #cd1c56f2
+# %% ../nbs/06_data.ipynb #10185d26023b46108eb7d9f57d49d2b3
 MANIFEST = "manifest.json"
 FORMAT = "gpt3dev-prepared"
 
@@ -417,7 +423,8 @@ def is_prepared(spec: str) -> bool:
 
 
 def read_manifest(folder, complete: bool = True) -> dict:
-    "The manifest of prepared folder `folder`; a folder that is not one (or, with `complete`, not finished) is a `ValueError`."
+    """The manifest of prepared folder `folder`; a folder that is not one (or, with `complete`, not finished) is a
+    `ValueError`."""
     path = Path(folder).expanduser() / MANIFEST
     try:
         manifest = json.loads(path.read_text())
@@ -443,7 +450,8 @@ def _sha256(path: Path) -> str:
 
 
 def verify_prepared(folder) -> int:
-    "Check every shard of a prepared folder against its manifest's checksums; the number of tokens, or a `ValueError` naming the shard."
+    """Check every shard of a prepared folder against its manifest's checksums; the number of tokens, or a `ValueError`
+    naming the shard."""
     folder, manifest = Path(folder).expanduser(), read_manifest(folder)
     total = 0
     for split, shards in manifest["splits"].items():
@@ -459,9 +467,10 @@ def verify_prepared(folder) -> int:
             total += shard["tokens"]
     return total
 
-# %% ../nbs/06_data.ipynb #3f8340ea
+# %% ../nbs/06_data.ipynb #8763a12b2bbd4a93a75aff182afb95dc
 class _ShardWriter:
-    "One shard being written: tokens streamed to `NAME.bin.tmp` (with a running checksum), document ends kept for `NAME.idx`."
+    """One shard being written: tokens streamed to `NAME.bin.tmp` (with a running checksum), document ends kept for
+    `NAME.idx`."""
 
     def __init__(self, folder: Path, split: str, number: int, dtype: str):
         self.folder, self.name, self.dtype = folder, f"{split}_{number:05d}", np.dtype(dtype)
@@ -512,7 +521,7 @@ def _write_atomic(path: Path, data: bytes):
 def _write_manifest(folder: Path, manifest: dict):
     _write_atomic(folder / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
 
-# %% ../nbs/06_data.ipynb #76052ffa
+# %% ../nbs/06_data.ipynb #7623eae2785240b9bd12b16a66d81610
 _WORKER_TOKENIZER = None
 
 
@@ -528,7 +537,8 @@ def _encode_task(texts: list[str], dtype: str) -> list[np.ndarray]:
 
 
 def _tokenized(batches, pool, tokenizer, dtype: str, in_flight: int, encode_task=None):
-    "`(batch, token arrays)` for each batch of `(piece number, (text, ends_document))`, in order; at most `in_flight` batches queued."
+    """`(batch, token arrays)` for each batch of `(piece number, (text, ends_document))`, in order; at most `in_flight`
+    batches queued."""
     pending = deque()
     for batch in batches:
         texts = [text for _, (text, _) in batch]
@@ -556,17 +566,7 @@ def _batches(numbered, chars: int = 1 << 20):
     if batch:
         yield batch
 
-# %% ../nbs/06_data.ipynb #4ba8289a
-def _local_chars(sources: list[str]) -> int | None:
-    "The size in bytes of every local source, for a progress bar with a time left; None when a source is streamed or embedded."
-    if any(s == EMBEDDED or s.startswith("hf:") for s in sources):
-        return None
-    try:
-        return sum(f.stat().st_size for s in sources for f in source_files(s))
-    except (FileNotFoundError, ValueError):
-        return None
-
-
+# %% ../nbs/06_data.ipynb #cb1e1581032b452c9409d6c6813c49d1
 _SETTINGS = ("sources", "tokenizer", "dtype", "val_share", "piece_chars", "shard_tokens")
 
 
@@ -577,7 +577,8 @@ def _own_files(folder: Path) -> list[Path]:
 
 
 def _start(folder: Path, settings: dict, overwrite: bool) -> dict:
-    "A new manifest for `settings`, or the unfinished one in `folder` to continue; a finished or foreign folder is refused."
+    """A new manifest for `settings`, or the unfinished one in `folder` to continue; a finished or foreign folder is
+    refused."""
     if folder.is_dir() and overwrite:
         for p in _own_files(folder):
             p.unlink()
@@ -622,29 +623,16 @@ def _version() -> str:
 
     return __version__
 
-
-def prepare(
-    sources,
-    tokenizer,
-    out,
-    tokenizer_name: str,
-    val_share: float = 0.01,
-    shard_tokens: int = 100_000_000,
-    workers: int | None = None,
-    progress: bool = True,
-    overwrite: bool = False,
-) -> dict:
-    """Tokenize `sources` into token shards in folder `out`, with document ends, a held-out validation split and a manifest;
-    an interrupted preparation, run again, continues where it stopped and ends byte-identical. Returns the manifest."""
-    sources = [sources] if isinstance(sources, str) else list(sources)
+# %% ../nbs/06_data.ipynb #277c27b1587741f2af2001be3712ef0d
+def _settings(sources: list[str], tokenizer, tokenizer_name: str, val_share: float, shard_tokens: int) -> dict:
+    "What a preparation's bytes depend on, checked, as its manifest records them."
     if not 0 <= val_share < 1:
         raise ValueError(f"--val-share must be in [0, 1), got {val_share}")
     if shard_tokens < 1:
         raise ValueError(f"--shard-tokens must be >= 1, got {shard_tokens}")
     if tokenizer.eos_token_id is None:
         raise ValueError(f"tokenizer {tokenizer_name!r} has no end-of-text token to separate documents")
-    workers = os.cpu_count() or 1 if workers is None else workers
-    settings = {
+    return {
         "sources": sources,
         "dtype": "uint16" if len(tokenizer) <= 1 << 16 else "uint32",
         "val_share": val_share,
@@ -657,6 +645,49 @@ def prepare(
             "vocab_size": len(tokenizer),
         },
     }
+
+
+def _worker_pool(workers: int, tokenizer):
+    "`workers` processes that tokenize, and the module whose functions they run; `(None, None)` for 0 workers."
+    if workers <= 0:
+        return None, None
+    import multiprocessing as mp
+    from gpt3dev import data as module  # workers run the package's functions, which pickle by name
+
+    pool = mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(
+        workers, module._worker_start, (tokenizer,)
+    )
+    return pool, module
+
+
+def _local_chars(sources: list[str]) -> int | None:
+    """The size in bytes of every local source, for a progress bar with a time left; None when a source is streamed or
+    embedded."""
+    if any(s == EMBEDDED or s.startswith("hf:") for s in sources):
+        return None
+    try:
+        return sum(f.stat().st_size for s in sources for f in source_files(s))
+    except (FileNotFoundError, ValueError):
+        return None
+
+# %% ../nbs/06_data.ipynb #916684f9a58a4a2aa5f864670399430d
+def prepare(
+    sources,
+    tokenizer,
+    out,
+    tokenizer_name: str,
+    val_share: float = 0.01,
+    shard_tokens: int = 100_000_000,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Tokenize `sources` into token shards in folder `out`, with document ends, a held-out validation split and a
+    manifest; an interrupted preparation, run again, continues where it stopped and ends byte-identical. Returns the
+    manifest."""
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    settings = _settings(sources, tokenizer, tokenizer_name, val_share, shard_tokens)
+    workers = os.cpu_count() or 1 if workers is None else workers
     folder = Path(out).expanduser()
     manifest = _start(folder, settings, overwrite)
     if manifest["complete"]:
@@ -665,14 +696,7 @@ def prepare(
     resume = manifest["resume"]
     writers = {s: _ShardWriter(folder, s, resume["shard"], dtype) for s in ("train", "validation")}
     bar = _progress_bar(progress, _local_chars(sources))
-    pool, module = None, None
-    if workers > 0:
-        import multiprocessing as mp
-        from gpt3dev import data as module  # workers run the package's functions, which pickle by name
-
-        pool = mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(
-            workers, module._worker_start, (tokenizer,)
-        )
+    pool, module = _worker_pool(workers, tokenizer)
     try:
         for s in range(resume["source"], len(sources)):
             skip = resume["piece"] if s == resume["source"] else 0
@@ -706,13 +730,14 @@ def prepare(
             bar.close()
     return manifest
 
-
+# %% ../nbs/06_data.ipynb #33b0902fd34d4ace834912fa1002cf8e
 def _tokens(manifest: dict) -> int:
     return sum(s["tokens"] for shards in manifest["splits"].values() for s in shards)
 
 
 def _close_shard(folder: Path, manifest: dict, writers: dict, resume: dict, dtype: str, last: bool = False) -> dict:
-    "Put this shard of each split in place and record it (and where to continue) in the manifest; writers for the next shard."
+    """Put this shard of each split in place and record it (and where to continue) in the manifest; writers for the next
+    shard."""
     for split, w in writers.items():
         entry = w.close()
         if entry is not None:
@@ -732,7 +757,7 @@ def _progress_bar(progress: bool, total: int | None):
 
     return tqdm(total=total, unit="B", unit_scale=True, desc="prepare", dynamic_ncols=True)
 
-# %% ../nbs/06_data.ipynb #746224db
+# %% ../nbs/06_data.ipynb #938c804e27f84196a10c8828c723f798
 _M64 = (1 << 64) - 1
 
 
@@ -745,7 +770,8 @@ def _mix(x: int, key: int) -> int:
 
 
 def permute(i: int, n: int, key: int) -> int:
-    "Element `i` of a pseudo-random permutation of `range(n)` chosen by `key`, computed alone in O(1): no table of `n` entries."
+    """Element `i` of a pseudo-random permutation of `range(n)` chosen by `key`, computed alone in O(1): no table of `n`
+    entries."""
     if not 0 <= i < n:
         raise IndexError(f"{i} is not in range({n})")
     half = max(1, ((n - 1).bit_length() + 1) // 2)
@@ -758,9 +784,10 @@ def permute(i: int, n: int, key: int) -> int:
         if i < n:
             return i
 
-# %% ../nbs/06_data.ipynb #72dc5ca3
+# %% ../nbs/06_data.ipynb #504fb2a444614c0babb325280ed9130a
 class PreparedBlocks:
-    "Blocks of one split of a prepared folder, memory-mapped: each epoch a seeded shift and order, every `world_size`-th for `rank`."
+    """Blocks of one split of a prepared folder, memory-mapped: each epoch a seeded shift and order, every
+    `world_size`-th for `rank`."""
 
     def __init__(
         self,
@@ -780,8 +807,9 @@ class PreparedBlocks:
         self.manifest = m = read_manifest(self.folder)
         if tokenizer is not None and tokenizer_fingerprint(tokenizer) != m["tokenizer"]["fingerprint"]:
             raise ValueError(
-                f"prepared dataset {folder} was tokenized with {m['tokenizer']['name']!r}, not with this run's tokenizer "
-                f"({len(tokenizer)} tokens): train with --tokenizer {m['tokenizer']['name']}, or prepare the data again"
+                f"prepared dataset {folder} was tokenized with {m['tokenizer']['name']!r}, "
+                f"not with this run's tokenizer ({len(tokenizer)} tokens): "
+                f"train with --tokenizer {m['tokenizer']['name']}, or prepare the data again"
             )
         shards = m["splits"][split]
         top = max((s["max_id"] for s in shards), default=-1)
@@ -818,13 +846,15 @@ class PreparedBlocks:
         return np.memmap(path, dtype=dtype, mode="r", shape=(count,)) if count else np.zeros(0, dtype)
 
     def _epoch_layout(self) -> tuple[int, int, int]:
-        "(first token, blocks, permutation key) of the current epoch: a random shift so blocks are cut elsewhere each epoch."
+        """(first token, blocks, permutation key) of the current epoch: a random shift so blocks are cut elsewhere each
+        epoch."""
         key = _mix(self.epoch, _mix(self.seed, 0x5EED)) if self.shuffle else 0
         shift = key % self.block_size if self.shuffle else 0
         return shift, (self.total - shift) // self.block_size, key
 
     def read(self, start: int, length: int, documents: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        "Tokens `start:start+length` of the split (across shards) and (with `documents`) their document numbers, from 0."
+        """Tokens `start:start+length` of the split (across shards) and (with `documents`) their document numbers, from
+        0."""
         tokens, ends = np.empty(length, np.int64), []
         shard = int(np.searchsorted(self.starts, start, side="right")) - 1
         pos = start
@@ -871,9 +901,10 @@ class PreparedBlocks:
             )
         self.epoch, self.index = state["epoch"], state["index"]
 
-# %% ../nbs/06_data.ipynb #bef8f096
+# %% ../nbs/06_data.ipynb #59bbdb311c014d738909a11f9e486628
 class TokenStream:
-    "An endless, resumable stream of `block_size`-token blocks for one process, mixed from weighted sources (prepared folders or text)."
+    """An endless, resumable stream of `block_size`-token blocks for one process, mixed from weighted sources (prepared
+    folders or text)."""
 
     def __init__(
         self,
@@ -944,7 +975,8 @@ class TokenStream:
         return self.next_block(documents=False)[0].tolist()
 
     def batch(self, batch_size: int):
-        "`batch_size` blocks as a LongTensor [batch_size, block_size] (with `document_ids`: `input_ids`, `labels`, `document_ids`)."
+        """`batch_size` blocks as a LongTensor [batch_size, block_size] (with `document_ids`: `input_ids`, `labels`,
+        `document_ids`)."""
         import torch
 
         tokens, docs = zip(*(self.next_block(self.document_ids) for _ in range(batch_size)))
@@ -978,9 +1010,10 @@ class TokenStream:
             stream.load_state_dict(s)
         self.rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
 
-# %% ../nbs/06_data.ipynb #1e0053f0
+# %% ../nbs/06_data.ipynb #b43b363d81ae4b689946ece5c682cd59
 class Prefetcher:
-    "Batches of `stream` made by a background thread while the caller works; `state_dict()` is the state after those taken."
+    """Batches of `stream` made by a background thread while the caller works; `state_dict()` is the state after those
+    taken."""
 
     def __init__(self, stream, batch_size: int, pin_memory: bool = False):
         self.stream, self.batch_size, self.pin_memory = stream, batch_size, pin_memory
@@ -1033,7 +1066,8 @@ class Prefetcher:
         self.stream.load_state_dict(state)
 
     def close(self):
-        "Stop the background thread (batches made ahead are dropped; the stream itself is left where the thread stopped)."
+        """Stop the background thread (batches made ahead are dropped; the stream itself is left where the thread
+        stopped)."""
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
@@ -1044,7 +1078,7 @@ class Prefetcher:
 def _pinned(batch):
     return batch.pin_memory() if hasattr(batch, "pin_memory") else {k: v.pin_memory() for k, v in batch.items()}
 
-# %% ../nbs/06_data.ipynb #995ebc31
+# %% ../nbs/06_data.ipynb #8a65eabff63a45729fe45fb5ade58bdc
 @dataclass
 class PrepareConfig:
     "Settings of `gpt3dev_prepare`."
@@ -1090,7 +1124,8 @@ def _prepare_command(cfg: PrepareConfig):
     )
     train, val = (sum(s["tokens"] for s in m["splits"][k]) for k in ("train", "validation"))
     print(
-        f"prepared {cfg.out}: {train:,} training and {val:,} validation tokens in {len(m['splits']['train'])} shard(s), "
+        f"prepared {cfg.out}: {train:,} training and {val:,} validation tokens "
+        f"in {len(m['splits']['train'])} shard(s), "
         f"{(train + val) / max(time.time() - t0, 1e-9):,.0f} tokens/s; train on it with gpt3dev_train --data {cfg.out} "
         f"--tokenizer {cfg.tokenizer}"
     )

@@ -89,7 +89,8 @@ def start(cmd):
 
 
 def kill_job(p):
-    "SIGKILL a run and every process it started (torchrun's workers live in sessions of their own), as a node failure would."
+    """SIGKILL a run and every process it started (torchrun's workers live in sessions of their own), as a node
+    failure would."""
     import psutil
 
     procs = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
@@ -163,7 +164,8 @@ def kill_and_resume(tmp_path, args, distributed=False, steps=30, blocks_per_step
 
 
 def test_sigkill_and_resume_is_exact_with_randomness_in_every_step(tmp_path):
-    # dropout draws from torch's generator in every step, the mixture from the stream's, over 2 accumulated micro-batches
+    # dropout draws from torch's generator in every step, the mixture from the stream's,
+    # over 2 accumulated micro-batches
     kill_and_resume(
         tmp_path,
         [
@@ -184,7 +186,8 @@ def test_sigkill_and_resume_is_exact_with_randomness_in_every_step(tmp_path):
 
 
 def test_sigkill_and_resume_is_exact_from_prepared_data(tmp_path, prepared):
-    # blocks memory-mapped in a shuffled order, document boundaries from the stored ends, mixed with text read on the fly
+    # blocks memory-mapped in a shuffled order, document boundaries from the stored ends,
+    # mixed with text read on the fly
     kill_and_resume(
         tmp_path,
         [
@@ -251,13 +254,28 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_resume_exactly(tmp_path, whole_run,
     step = rows(out)
     assert p.returncode == code, (p.returncode, stderr[-2000:])
     assert "Traceback" not in stderr, stderr
-    assert last_line(stderr) == (
-        f"stopped by {name} after step {step} of 40: checkpoint {out}/checkpoints/step_{step:08d}.pt; "
-        f"continue with the same command and --resume"
-    )
-    assert (out / "checkpoints" / f"step_{step:08d}.pt").exists()
+    ckpt = out / "checkpoints" / f"step_{step:08d}.pt"
+    line = last_line(stderr)  # the signal, the step, the checkpoint written, and the flag that continues
+    assert name in line and f"step {step} of 40" in line and str(ckpt) in line and "--resume" in line, stderr
+    assert ckpt.exists()
     if sig == signal.SIGTERM:
         return  # the same stop as Ctrl-C's: one resume check is enough for CI
+    r = run(*SMALL, "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert losses(out) == losses(whole_run)
+    assert (out / "weights_fingerprint.txt").read_text() == (whole_run / "weights_fingerprint.txt").read_text()
+
+
+def test_a_checkpoint_from_before_wandb_ids_resumes_exactly(tmp_path, whole_run):
+    # checkpoints written before the W&B run's id was saved lack "wandb_id": they load, and the run goes on bit for bit
+    import torch
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    shutil.copy(whole_run / "metrics.jsonl", out / "metrics.jsonl")
+    state = torch.load(whole_run / "checkpoints" / "step_00000020.pt", weights_only=True)
+    del state["wandb_id"]
+    torch.save(state, out / "checkpoints" / "step_00000020.pt")
     r = run(*SMALL, "--out", str(out), "--resume")
     assert r.returncode == 0, r.stderr
     assert losses(out) == losses(whole_run)
@@ -268,24 +286,20 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, w
     import torch
 
     out = tmp_path / "run"
-    # long steps (a 40-batch validation and a checkpoint after each): the second Ctrl-C lands while the first is being honoured
+    # long steps (a 40-batch validation and a checkpoint after each):
+    # the second Ctrl-C lands while the first is being honoured
     p = start(
         ["gpt3dev_train", *SMALL, "--out", str(out), "--ckpt-steps", "1", "--eval-steps", "1", "--eval-batches", "40"]
     )
     wait_rows(p, out, 5)
     p.send_signal(signal.SIGINT)
-    assert (
-        p.stderr.readline().strip()
-        == "Ctrl-C (SIGINT): stopping after the step in flight, with a checkpoint (again to stop at once)"
-    )
+    assert p.stderr.readline().startswith("Ctrl-C (SIGINT): stopping")
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=120)
     assert p.returncode == 130 and "Traceback" not in stderr, (p.returncode, stderr[-2000:])
     newest = sorted((out / "checkpoints").glob("step_*.pt"))[-1]
-    assert last_line(stderr) == (
-        f"stopped at once by a second Ctrl-C (SIGINT): the newest complete checkpoint is {newest}; "
-        f"continue with the same command and --resume"
-    ), stderr
+    line = last_line(stderr)  # the newest complete checkpoint, and the flag that continues from it
+    assert "Ctrl-C (SIGINT)" in line and str(newest) in line and "--resume" in line, stderr
     for ckpt in (out / "checkpoints").glob("step_*.pt"):
         torch.load(ckpt, weights_only=True)  # every complete one loads
     r = run(*SMALL, "--out", str(out), "--resume")  # validation and checkpoint cadence may change on resume
@@ -301,7 +315,7 @@ def test_a_truncated_init_from_model_is_one_line(tmp_path, whole_run):
     weights.write_bytes(weights.read_bytes()[:1000])  # cut short, as by an interrupted copy
     r = run(*SMALL, "--out", str(tmp_path / "run"), "--init-from", str(hf))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert last_line(r.stderr).startswith(f"gpt3dev_train: error: checkpoint file {weights} cannot be read"), r.stderr
+    assert last_line(r.stderr).startswith("gpt3dev_train: error: ") and str(weights) in last_line(r.stderr), r.stderr
 
 
 def test_a_finished_run_is_not_overwritten_by_accident(tmp_path):
@@ -311,10 +325,9 @@ def test_a_finished_run_is_not_overwritten_by_accident(tmp_path):
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     r = run(*short, "--out", str(out), "--seed", "1")
     assert r.returncode == 2, r.stderr
-    assert last_line(r.stderr) == (
-        f"gpt3dev_train: error: {out} already holds a run (metrics.jsonl, checkpoints, hf): "
-        f"continue it with --resume, replace it with --overwrite, or choose another --out"
-    )
+    line = last_line(r.stderr)  # the folder, what it holds, and the flags that say what to do
+    assert line.startswith("gpt3dev_train: error: ") and str(out) in line, r.stderr
+    assert all(w in line for w in ("metrics.jsonl, checkpoints, hf", "--resume", "--overwrite")), line
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # not a byte changed
     r = run(*short, "--out", str(out), "--seed", "1", "--total-tokens", str(5 * 4 * 64), "--overwrite")
     assert r.returncode == 0, r.stderr
@@ -395,28 +408,21 @@ def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message, code",
+    "args, named, code",
     [
-        (["--data", "/no/such/corpus.txt"], "gpt3dev_train: error: data source '/no/such/corpus.txt': no such file", 2),
-        (["--batch-size", "many"], "gpt3dev_train: error: argument --batch-size: invalid int value: 'many'", 2),
-        (["--lr", "-1"], "gpt3dev_train: error: --lr must be > 0, got -1.0", 2),
-        (["--resume"], "gpt3dev_train: error: --resume: no checkpoint in", 2),
-        (
-            ["--resume", "--overwrite"],
-            "gpt3dev_train: error: --resume continues the run in --out and --overwrite replaces it: choose one",
-            2,
-        ),
-        (
-            ["--fsdp", "--opt-state-on-cpu"],
-            "gpt3dev_train: error: --fsdp already splits the optimizer state across processes",
-            2,
-        ),
+        (["--data", "/no/such/corpus.txt"], ["/no/such/corpus.txt"], 2),
+        (["--batch-size", "many"], ["--batch-size", "'many'"], 2),
+        (["--lr", "-1"], ["--lr", "-1.0"], 2),
+        (["--resume"], ["--resume"], 2),
+        (["--resume", "--overwrite"], ["--resume", "--overwrite"], 2),
+        (["--fsdp", "--opt-state-on-cpu"], ["--fsdp", "--opt-state-on-cpu"], 2),
     ],
 )
-def test_bad_input_is_one_line(tmp_path, args, message, code):
+def test_bad_input_is_one_line(tmp_path, args, named, code):
     r = run(*SMALL, "--out", str(tmp_path / "run"), *args)
-    assert r.returncode == code, (r.returncode, r.stderr)
-    assert last_line(r.stderr).startswith(message), r.stderr
+    assert r.returncode == code and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+    line = last_line(r.stderr)  # one line, naming the flag, file or value at fault
+    assert line.startswith("gpt3dev_train: error: ") and all(n in line for n in named), r.stderr
 
 
 def test_bad_data_is_reported(tmp_path):
@@ -425,9 +431,7 @@ def test_bad_data_is_reported(tmp_path):
     assert r.returncode == 2 and "holds no documents" in last_line(r.stderr), r.stderr
     (tmp_path / "noise.txt").write_bytes(random.Random(0).randbytes(50_000))  # binary data named .txt
     r = run(*SMALL, "--out", str(tmp_path / "n"), "--data", str(tmp_path / "noise.txt"))
-    assert r.returncode == 2 and last_line(r.stderr).startswith(
-        f"gpt3dev_train: error: data file {tmp_path / 'noise.txt'} is not text"
-    ), r.stderr
+    assert r.returncode == 2 and str(tmp_path / "noise.txt") in last_line(r.stderr), r.stderr
 
 
 def test_changed_settings_damaged_and_unsafe_checkpoints(tmp_path):
@@ -440,10 +444,9 @@ def test_changed_settings_damaged_and_unsafe_checkpoints(tmp_path):
     # settings that change the numbers: refused, naming each change; settings that cannot: free
     r = run(*short, "--out", str(out), "--resume", "--batch-size", "8", "--lr", "0.001")
     assert r.returncode == 2, r.stderr
-    assert last_line(r.stderr) == (
-        f"gpt3dev_train: error: --resume: checkpoint {good[-1]} was made with other settings: "
-        f"batch_size: 4 -> 8; lr: None (the preset's) -> 0.001 (go back to them, or pass --allow-changes if the change is meant)"
-    )
+    line = last_line(r.stderr)  # the checkpoint, each change with both values, and the flag that accepts them
+    assert str(good[-1]) in line and "--allow-changes" in line, r.stderr
+    assert "batch_size: 4 -> 8" in line and "lr: None (the preset's) -> 0.001" in line, line
     r = run(*short, "--out", str(out), "--resume", "--log-steps", "1", "--eval-batches", "1", "--progress")
     assert r.returncode == 0, r.stderr
     # a damaged newest checkpoint: named, set aside, and the run resumes from the one before
@@ -452,11 +455,9 @@ def test_changed_settings_damaged_and_unsafe_checkpoints(tmp_path):
     (ckpts / "step_00000030.pt").write_bytes(good[-1].read_bytes()[:5000])  # cut short, as by a full disk
     r = run(*SMALL, "--total-tokens", str(40 * 4 * 64), "--out", str(out), "--resume", "--allow-changes")
     assert r.returncode == 0, r.stderr
-    warning = r.stderr.strip().splitlines()[0]
-    assert warning.startswith(
-        f"warning: checkpoint {ckpts / 'step_00000030.pt'} cannot be read (damaged or cut short: "
-    ), r.stderr
-    assert warning.endswith("; it is kept as step_00000030.pt.bad and the run resumes from step_00000020.pt"), r.stderr
+    warning = r.stderr.strip().splitlines()[0]  # the damaged file, where it is kept, and the one resumed from
+    assert warning.startswith("warning: ") and str(ckpts / "step_00000030.pt") in warning, r.stderr
+    assert "step_00000030.pt.bad" in warning and warning.endswith("step_00000020.pt"), r.stderr
     assert "warning: --allow-changes: resuming" in r.stderr and "total_tokens: 5120 -> 10240" in r.stderr
     assert f"resuming from {ckpts / 'step_00000020.pt'} (step 20, 5,120 tokens)" in r.stdout.splitlines(), r.stdout
     assert (ckpts / "step_00000030.pt.bad").exists() and [s for s, *_ in losses(out)] == list(range(1, 41))
@@ -468,7 +469,6 @@ def test_changed_settings_damaged_and_unsafe_checkpoints(tmp_path):
     torch.save(state, ckpts / "step_00000040.pt")
     r = run(*SMALL, "--out", str(out), "--resume")
     assert r.returncode == 2, r.stderr
-    assert last_line(r.stderr).startswith(
-        f"gpt3dev_train: error: --resume: no checkpoint in {ckpts} can be used: checkpoint "
-        f"{ckpts / 'step_00000040.pt'} holds pickled Python objects (pathlib.PosixPath)"
-    ), r.stderr
+    line = last_line(r.stderr)  # the file refused and the object it would have built
+    assert line.startswith("gpt3dev_train: error: --resume") and str(ckpts / "step_00000040.pt") in line, r.stderr
+    assert "(pathlib.PosixPath)" in line, line
