@@ -21,7 +21,7 @@ from .modeling import GPT3DevForCausalLM
 __all__ = ['PAPER_DIFFERENCES', 'flop_text', 'trained_config', 'preset_table', 'build_meta', 'describe', 'save_random',
            'ArchConfig', 'parser', 'main']
 
-# %% ../nbs/11_arch.ipynb #9a63283cbaf04dbcab1f6479b197f3a8
+# %% ../nbs/11_arch.ipynb #5d57ffdc
 PAPER_DIFFERENCES = {  # (preset, column): (what Table 2.1 prints, why gpt3dev differs)
     ("gpt3-xl", "heads"): (
         24,
@@ -60,7 +60,7 @@ def trained_config(name: str, **overrides) -> GPT3DevConfig:
         overrides["vocab_size"] = len(load_tokenizer(TrainConfig().tokenizer))
     return GPT3DevConfig.from_preset(name, **overrides)
 
-
+# %% ../nbs/11_arch.ipynb #cfff367f
 def preset_table(seq_len: int = 2048) -> str:
     """Every preset: shape, parameters (ours against the paper's), training FLOPs per token, layer patterns;
     `*` marks a departure from the paper's table, explained below it."""
@@ -121,7 +121,7 @@ def describe(config: GPT3DevConfig) -> str:
         lines.append(f"    {i:>3}  {str(p):<14} computes {p.nnz(T) / dense:6.1%} of a dense layer's scores at T={T}")
     return "\n".join(lines)
 
-# %% ../nbs/11_arch.ipynb #8edb47106e1a46a883d545849b8ab81b
+# %% ../nbs/11_arch.ipynb #593bf945
 def _ram_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -172,7 +172,7 @@ def _tokenizer_for(tokenizer: str, overrides: dict):
         overrides.setdefault("eos_token_id", tok.eos_token_id)
     return tok
 
-
+# %% ../nbs/11_arch.ipynb #4db038f2
 def save_random(
     preset: str, out: str, tokenizer: str | None = "gpt2", seed: int = 0, overwrite: bool = False, **overrides
 ) -> GPT3DevForCausalLM:
@@ -201,7 +201,7 @@ def save_random(
         tok.save_pretrained(out)
     return model
 
-# %% ../nbs/11_arch.ipynb #7623eae2785240b9bd12b16a66d81610
+# %% ../nbs/11_arch.ipynb #0a9d150b
 def _value(text: str):
     "A `--set` value as the type it reads as: int, float, bool, a comma-separated list, else the string."
     for cast in (int, float):
@@ -215,7 +215,7 @@ def _value(text: str):
         return [s.strip() for s in text.split(",")]
     return text
 
-
+# %% ../nbs/11_arch.ipynb #a3e443d0
 @dataclass
 class ArchConfig:
     "What `gpt3dev_arch` shows or saves."

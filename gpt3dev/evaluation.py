@@ -383,7 +383,7 @@ def lambada_docs(data_dir=None, limit: int | None = None) -> list[dict]:
         docs.append({"doc_id": i, "context": context, "target": " " + word})
     return docs
 
-# %% ../nbs/08_evaluation.ipynb #0e382214b5f147d187d36a2058b9c724
+# %% ../nbs/08_evaluation.ipynb #8f544fda
 MMLU_CHOICES = ("A", "B", "C", "D")
 
 
@@ -433,7 +433,7 @@ def mmlu_docs(data_dir=None, subjects: list[str] | None = None) -> dict[str, dic
         for s in names
     }
 
-
+# %% ../nbs/08_evaluation.ipynb #8c87881a
 def _mmlu_question(row: dict) -> str:
     lines = [row["question"].strip()] + [f"{l}. {c}" for l, c in zip(MMLU_CHOICES, row["choices"])]
     return "\n".join(lines) + "\nAnswer:"
@@ -500,7 +500,7 @@ def _choose(task, doc_id, gold, requests, results, lengths, log) -> tuple[float,
         log.append(_sample(task, doc_id, str(gold), requests, results, acc=acc, acc_norm=acc_norm))
     return acc, acc_norm
 
-# %% ../nbs/08_evaluation.ipynb #46a27a456b804aa2a380d5edf15a5daf
+# %% ../nbs/08_evaluation.ipynb #9db08d7a
 def eval_hellaswag(model, tokenizer, docs: list[dict], log: list | None = None, **kw) -> dict:
     """HellaSwag `acc` and `acc_norm` (log-likelihood per character of the ending) with standard errors, as the
     harness scores them."""
@@ -540,7 +540,7 @@ def eval_lambada(model, tokenizer, docs: list[dict], log: list | None = None, **
         "n": len(docs),
     }
 
-
+# %% ../nbs/08_evaluation.ipynb #0a3c3da3
 def eval_mmlu(model, tokenizer, subjects: dict, num_fewshot: int = 0, log: list | None = None, **kw) -> dict:
     "MMLU `acc` over all questions of `subjects` (and per subject), with `num_fewshot` solved dev examples before each."
     if not 0 <= num_fewshot <= 5:
@@ -563,7 +563,7 @@ def eval_mmlu(model, tokenizer, subjects: dict, num_fewshot: int = 0, log: list 
         "subjects": {s: {**_metric("acc", accs), "n": len(accs)} for s, accs in per.items()},
     }
 
-# %% ../nbs/08_evaluation.ipynb #f61877af4e7f4313ad8234302950b331
+# %% ../nbs/08_evaluation.ipynb #865c856c
 TASKS = ("hellaswag", "lambada_openai", "mmlu")
 TASK_ALIASES = {"lambada": "lambada_openai"}  # the name gpt3dev used before it took the harness's
 
@@ -594,7 +594,7 @@ def task_docs(task: str, data_dir=None, limit: int | None = None, mmlu_subjects:
     subjects = mmlu_docs(data_dir, mmlu_subjects)
     return {s: {**d, "test": d["test"][:limit]} for s, d in subjects.items()} if limit else subjects
 
-
+# %% ../nbs/08_evaluation.ipynb #01c8c263
 def evaluate(
     model,
     tokenizer,
@@ -693,7 +693,7 @@ def format_results(results: dict) -> str:
     rule = "|" + "|".join("-" * (w + 1) + (":" if c in (4, 6) else "-") for c, w in enumerate(widths)) + "|"
     return "\n".join([line(rows[0]), rule] + [line(row) for row in rows[1:]])
 
-# %% ../nbs/08_evaluation.ipynb #76127f4a2f6a44fba749ea7800e59d51
+# %% ../nbs/08_evaluation.ipynb #4f8112d0
 @dataclass
 class EvalConfig(LoadConfig):
     "What `gpt3dev_eval` scores (`LoadConfig`'s checkpoint), on which tasks and data, and where the results go."
@@ -760,7 +760,7 @@ class EvalConfig(LoadConfig):
         "The MMLU subjects `--mmlu-tasks` names, or None for all."
         return [s.strip() for s in self.mmlu_tasks.split(",") if s.strip()] if self.mmlu_tasks else None
 
-
+# %% ../nbs/08_evaluation.ipynb #3e23753f
 def parser() -> argparse.ArgumentParser:
     "The argument parser of `gpt3dev_eval`: a flag for every field of `EvalConfig`, with its help and default."
     ap = CLIParser(

@@ -73,7 +73,7 @@ class SamplingConfig:
             "top_p": self.top_p,
         }
 
-# %% ../nbs/09_generate.ipynb #1dbf075e
+# %% ../nbs/09_generate.ipynb #43a7084c
 class _CallbackStreamer(TextStreamer):
     "transformers' streamer, handing finished pieces of text to a callback instead of printing them."
 
@@ -104,7 +104,7 @@ def encode_prompt(tokenizer, prompt: str | list[dict], chat: bool = False) -> to
         return torch.tensor([ids])
     return tokenizer(prompt, return_tensors="pt").input_ids
 
-
+# %% ../nbs/09_generate.ipynb #beb4f878
 @torch.no_grad()
 def generate_ids(
     model, tokenizer, prompt: str | list[dict], settings: SamplingConfig, chat: bool = False, **extra
