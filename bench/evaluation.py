@@ -3,10 +3,11 @@
 HellaSwag (10,042 documents), LAMBADA (5,153) and MMLU (14,042 questions, 0-shot as `lm_eval --tasks mmlu`)
 are scored on the `tiny` preset as `gpt3dev_train --preset tiny` builds it (random weights, its embedded
 4096-token tokenizer; `--tokenizer gpt2` for the GPT-2 files in shared/data and a 50,257-token head) through
-`evaluate`, the function behind `gpt3dev_eval`. The baseline is the plainest computation, what the harness does at batch
-size 1: each request alone, the full model and its log-softmax over every position. It is timed on a fixed
-random sample of each task's requests and extrapolated to the task, or on every request with a
-`--baseline-requests` at least the task's size (about seven minutes for all three on 2 idle cores); its
+`evaluate`, the function behind `gpt3dev_eval`. The baseline is the plainest computation, what the harness does at
+batch size 1: each request alone, the full model and its log-softmax over every position
+(`gpt3dev.evaluation.reference_loglikelihood`, which the notebook and the tests also hold the engine to). It is
+timed on a fixed random sample of each task's requests and extrapolated to the task, or on every request with
+a `--baseline-requests` at least the task's size (about seven minutes for all three on 2 idle cores); its
 log-likelihoods and greedy flags must equal the engine's for every request it scores.
 
     python bench/evaluation.py [--baseline-requests 300] [--batch-size 16] [--limit N] [--tokenizer embedded|gpt2]
@@ -22,7 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, table  # noqa: E402
@@ -30,18 +30,8 @@ from common import machine, table  # noqa: E402
 from gpt3dev.config import GPT3DevConfig  # noqa: E402
 from gpt3dev.core import data_path  # noqa: E402
 from gpt3dev.data import load_tokenizer  # noqa: E402
-from gpt3dev.evaluation import TASKS, encode_pair, evaluate, task_docs  # noqa: E402
+from gpt3dev.evaluation import TASKS, evaluate, reference_loglikelihood, task_docs  # noqa: E402
 from gpt3dev.modeling import GPT3DevForCausalLM  # noqa: E402
-
-
-@torch.no_grad()
-def one_at_a_time(model, tok, context, continuation, window):
-    "One request alone: left-truncated input, full logits, log-softmax at every position (the harness at batch size 1)."
-    ctx, cont = encode_pair(tok, context, continuation)
-    ids = torch.tensor([(ctx + cont)[-(window + 1) :][:-1]])
-    logp = F.log_softmax(model(ids).logits[0].float(), -1)[-len(cont) :]
-    target = torch.tensor(cont)
-    return logp.gather(-1, target[:, None]).sum().item(), bool((logp.argmax(-1) == target).all())
 
 
 def main(argv=None):
@@ -50,7 +40,8 @@ def main(argv=None):
         "--baseline-requests",
         type=int,
         default=300,
-        help="requests per task timed one at a time, a random sample; more than the task has times all of them (default: 300)",
+        help="requests per task timed one at a time, a random sample; more than the task has times all of them "
+        "(default: 300)",
     )
     ap.add_argument("--batch-size", type=int, default=16, help="the engine's batch size (default: 16)")
     ap.add_argument("--limit", type=int, help="documents per task, per MMLU subject (default: all)")
@@ -58,7 +49,7 @@ def main(argv=None):
     ap.add_argument(
         "--sample",
         type=int,
-        help="HellaSwag/LAMBADA: score a fixed random sample of N documents and extrapolate the time (default: all)",
+        help="HellaSwag/LAMBADA: score a fixed random sample of N documents, extrapolate the time (default: all)",
     )
     ap.add_argument(
         "--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="tasks to score (default: all three)"
@@ -67,13 +58,15 @@ def main(argv=None):
         "--n-positions",
         type=int,
         default=256,
-        help="context window; the preset's 128 cannot hold HellaSwag's longest ending in the embedded tokenizer, 133 tokens (default: 256)",
+        help="context window; the preset's 128 cannot hold HellaSwag's longest ending in the embedded tokenizer, "
+        "133 tokens (default: 256)",
     )
     ap.add_argument(
         "--tokenizer",
         default="embedded",
         choices=["embedded", "gpt2"],
-        help="embedded: gpt3dev_train's tiny-model tokenizer (4096 tokens); gpt2: shared/data's GPT-2 files (default: embedded)",
+        help="embedded: gpt3dev_train's tiny-model tokenizer (4096 tokens); gpt2: shared/data's GPT-2 files "
+        "(default: embedded)",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -100,9 +93,9 @@ def main(argv=None):
         engine = (time.perf_counter() - t) * scale
         reqs = [r for s in res["samples"] for r in s["requests"]]
         sample = random.Random(0).sample(reqs, min(args.baseline_requests, len(reqs)))
-        one_at_a_time(model, tok, sample[0]["context"], sample[0]["continuation"], window)  # warm-up
+        reference_loglikelihood(model, tok, sample[0]["context"], sample[0]["continuation"])  # warm-up
         t = time.perf_counter()
-        base = [one_at_a_time(model, tok, r["context"], r["continuation"], window) for r in sample]
+        base = [reference_loglikelihood(model, tok, r["context"], r["continuation"]) for r in sample]
         per_request = (time.perf_counter() - t) / len(sample)
         worst = max(abs(ll - r["loglikelihood"]) for (ll, _), r in zip(base, sample))
         relative = max(abs(ll - r["loglikelihood"]) / max(1.0, abs(ll)) for (ll, _), r in zip(base, sample))
@@ -115,7 +108,8 @@ def main(argv=None):
                     f"all {len(sample):,} requests" if len(sample) == len(reqs) else f"{len(sample):,} sampled requests"
                 ),
                 relative <= 1e-4 and same_greedy,
-                f"largest difference {worst:.1e} ({relative:.1e} relative), greedy flags {'equal' if same_greedy else 'DIFFER'}",
+                f"largest difference {worst:.1e} ({relative:.1e} relative), "
+                f"greedy flags {'equal' if same_greedy else 'DIFFER'}",
             )
         )
         r = res[task]
@@ -152,8 +146,9 @@ def main(argv=None):
     )
     print(
         f"## Evaluation (`bench/evaluation.py`)\n\nMachine: {machine()}; load average {load0:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end. Model: the `tiny` preset (4 layers, d=64, 4 heads, random weights) with {window} positions "
-        f"with the {args.tokenizer} tokenizer ({len(tok):,} tokens), float32; engine batch size {args.batch_size}, shared contexts.\n"
+        f"{os.getloadavg()[0]:.1f} at the end. Model: the `tiny` preset (4 layers, d=64, 4 heads, random weights) "
+        f"with {window} positions with the {args.tokenizer} tokenizer ({len(tok):,} tokens), float32; "
+        f"engine batch size {args.batch_size}, shared contexts.\n"
     )
     print(table(rows, list(rows[0])))
     print("\nChecks:\n" + "\n".join(f"- [{'x' if ok else ' '}] {t}: {d}" for t, ok, d in checks))

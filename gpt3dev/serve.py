@@ -17,7 +17,7 @@ from .modeling import GPT3DevForCausalLM, GPT3DevModel
 # %% auto #0
 __all__ = ['MODEL_CLASSES', 'expose_to_transformers', 'ServeConfig', 'serve_args', 'serve', 'parser', 'main']
 
-# %% ../nbs/14_serve.ipynb #405e44a3
+# %% ../nbs/14_serve.ipynb #35e62ba3
 MODEL_CLASSES = {
     "GPT3DevModel": GPT3DevModel,
     "GPT3DevForCausalLM": GPT3DevForCausalLM,
@@ -26,7 +26,8 @@ MODEL_CLASSES = {
 
 
 def expose_to_transformers() -> list:
-    "Set gpt3dev's model classes as attributes of every `transformers` module object the server may look them up in; returns those objects."
+    """Set gpt3dev's model classes as attributes of every `transformers` module object the server may look them
+    up in; returns those objects."""
     from transformers.cli.serving import model_manager  # needs transformers' serving extras
 
     modules = {id(m): m for m in (transformers, sys.modules["transformers"], model_manager.transformers)}.values()
@@ -35,7 +36,7 @@ def expose_to_transformers() -> list:
             setattr(module, name, cls)
     return list(modules)
 
-# %% ../nbs/14_serve.ipynb #2416f429
+# %% ../nbs/14_serve.ipynb #ecfb8a20
 @dataclass
 class ServeConfig:
     "What `gpt3dev_serve` starts `transformers serve` with."
@@ -43,6 +44,7 @@ class ServeConfig:
     model: str = arg("", "checkpoint directory or Hub id", "model", hidden=True)  # the positional MODEL
     host: str = arg("127.0.0.1", "address to listen on (0.0.0.0: every interface)", "server")
     port: int = arg(8000, "port to listen on", "server")
+    # device and dtype go to `transformers serve`, whose values and "auto" differ from `core.LoadConfig`'s
     device: str = arg("auto", "device: auto, cpu, cuda, cuda:1, mps", "device and precision")
     dtype: str = arg("auto", "weights' dtype: auto (as saved), float32, bfloat16, float16", "device and precision")
     log_level: str = arg("warning", "transformers' log level: debug, info, warning, error", "server")
@@ -68,9 +70,9 @@ def serve_args(cfg: ServeConfig, extra: list[str] = ()) -> list[str]:
         *extra,
     ]
 
-# %% ../nbs/14_serve.ipynb #650fab4f
+# %% ../nbs/14_serve.ipynb #bfe89f15
 def serve(cfg: ServeConfig, extra: list[str] = ()) -> int:
-    "Run `transformers serve` on `cfg.model` with gpt3dev's classes visible to it, until it stops; its exit status."
+    "Run `transformers serve` on `cfg.model` with gpt3dev's classes visible to it until it stops; its exit status."
     check_saved(cfg.model)
     from transformers.utils.import_utils import is_serve_available
 
@@ -93,7 +95,8 @@ def parser() -> argparse.ArgumentParser:
     ap = CLIParser(
         prog="gpt3dev_serve",
         description="Serve a gpt3dev checkpoint over the OpenAI API with transformers' own server.",
-        epilog="Any other `transformers serve` option (--continuous-batching, --attn-implementation, ...) is passed on.",
+        epilog="Any other `transformers serve` option (--continuous-batching, --attn-implementation, ...) "
+        "is passed on.",
     )
     ap.add_argument("model", help="checkpoint directory (config.json, weights, tokenizer) or Hub id")
     return config_parser(ap, ServeConfig)

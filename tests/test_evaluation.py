@@ -15,11 +15,9 @@ import sys
 import time
 
 import pytest
-import torch
 
 from gpt3dev.core import data_path, fixture_path
 from gpt3dev.evaluation import (
-    encode_pair,
     hellaswag_docs,
     hellaswag_requests,
     lambada_docs,
@@ -27,6 +25,7 @@ from gpt3dev.evaluation import (
     loglikelihood,
     mmlu_docs,
     mmlu_requests,
+    reference_loglikelihood,
 )
 
 FULL = os.environ.get("GPT3DEV_FULL_CONFORMANCE") == "1"
@@ -48,7 +47,8 @@ PATHS = {
 
 @pytest.fixture(scope="module")
 def harness():
-    "The fixture's model, tokenizer, and the requests it holds: [(task, doc_id, context, continuation, loglikelihood, is_greedy)]."
+    """The fixture's model, tokenizer, and the requests it holds:
+    [(task, doc_id, context, continuation, loglikelihood, is_greedy)]."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     d = fixture_path("lm-eval")  # a FileNotFoundError saying where shared/ was looked for and how to set GPT3DEV_SHARED
@@ -67,7 +67,7 @@ def harness():
 
 
 def test_requests_equal_the_harness():
-    "For every document of the fixture, the context and continuation strings gpt3dev builds from shared/data are the harness's."
+    "For every document of the fixture, the strings gpt3dev builds from shared/data are the harness's."
     tasks = json.loads((fixture_path("lm-eval") / "harness_requests.json").read_text())["tasks"]
     geo = mmlu_docs(data_path(), ["high_school_geography"])["high_school_geography"]
     built = {
@@ -84,20 +84,14 @@ def test_requests_equal_the_harness():
             assert ours == [(r["context"], r["continuation"]) for r in doc["requests"]], f"{task} doc {doc['doc_id']}"
 
 
-def harness_greedy(model, tokenizer, context, continuation, window=128):
-    "The harness's is_greedy: the model's full logits for the left-truncated input, log-softmax, argmax == each token."
-    ctx, cont = encode_pair(tokenizer, context, continuation)
-    inp = torch.tensor([(ctx + cont)[-(window + 1) :][:-1]])
-    with torch.no_grad():
-        logp = torch.log_softmax(model(inp).logits[0, -len(cont) :], -1)
-    return bool((logp.argmax(-1) == torch.tensor(cont)).all())
-
-
 @pytest.fixture(scope="module")
 def greedy(harness):
-    "The greedy flags to expect: the fixture's, unless they contradict its own LAMBADA acc (then the harness's rule, computed here)."
+    """The greedy flags to expect: the fixture's, unless they contradict its own LAMBADA acc (then the harness's
+    rule, computed by `reference_loglikelihood`)."""
     model, tok, rows, flags_ok = harness
-    return [g for *_, g in rows] if flags_ok else [harness_greedy(model, tok, c, x) for _, _, c, x, _, _ in rows]
+    if flags_ok:
+        return [g for *_, g in rows]
+    return [reference_loglikelihood(model, tok, c, x)[1] for _, _, c, x, _, _ in rows]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -110,7 +104,7 @@ def test_loglikelihoods_equal_the_harness(harness, greedy, path):
 
 
 def test_the_fixture_greedy_flags_are_what_the_test_thinks(harness):
-    "The fixture's is_greedy are all true while its LAMBADA acc is 0: the test then uses the harness's rule (and says so here)."
+    "The fixture's is_greedy are all true while its LAMBADA acc is 0: the harness's rule is used instead (said here)."
     *_, flags_ok = harness
     d = fixture_path("lm-eval")
     tasks = json.loads((d / "harness_requests.json").read_text())["tasks"]
@@ -119,7 +113,7 @@ def test_the_fixture_greedy_flags_are_what_the_test_thinks(harness):
 
 
 def run_eval(env, *args):
-    "gpt3dev_eval in a fresh process whose Hub settings are `env` alone (none inherited from the shell); its result and wall time."
+    "gpt3dev_eval in a fresh process whose Hub settings are `env` alone (none from the shell); its result and time."
     hub = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")
     t = time.time()
     r = subprocess.run(
@@ -133,17 +127,18 @@ def run_eval(env, *args):
 
 
 @pytest.mark.parametrize(
-    "env, message",
+    "env, facts",
     [
-        ({"HF_HUB_OFFLINE": "1"}, "gpt3dev_eval: error: cannot load Rowan/hellaswag from the Hugging Face Hub ("),
-        ({"HF_ENDPOINT": "http://127.0.0.1:9"}, "gpt3dev_eval: error: cannot reach the Hugging Face Hub (127.0.0.1: "),
+        ({"HF_HUB_OFFLINE": "1"}, ("Rowan/hellaswag", "Hugging Face Hub")),
+        ({"HF_ENDPOINT": "http://127.0.0.1:9"}, ("Hugging Face Hub", "127.0.0.1")),
     ],
 )
-def test_without_the_hub_one_line_that_says_use_data_dir(env, message, tmp_path):
+def test_without_the_hub_one_line_that_says_use_data_dir(env, facts, tmp_path):
     r, seconds = run_eval(
         env, "--model", str(tmp_path / "no-model"), "--tasks", "hellaswag"
     )  # the data fail before the model
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message) and "use --data-dir DIR" in lines[0], r.stderr
+    assert len(lines) == 1 and lines[0].startswith("gpt3dev_eval: error: ") and "--data-dir" in lines[0], r.stderr
+    assert all(f in lines[0] for f in facts), (facts, lines[0])
     assert seconds < 60, f"{seconds:.0f} s"  # datasets alone retries for ~30 s after the imports

@@ -1,4 +1,5 @@
-"""`gpt3dev_serve` as a user runs it: the console script in a subprocess on 127.0.0.1, the `openai` client, the server always stopped.
+"""`gpt3dev_serve` as a user runs it: the console script in a subprocess on 127.0.0.1, the `openai` client, the server
+always stopped.
 
 The server is transformers' own (`transformers serve`); gpt3dev only makes its classes visible to it (see nbs/14_serve).
 These tests are what notices when a transformers upgrade breaks that hook."""
@@ -9,7 +10,6 @@ import socket
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import openai
 import pytest
@@ -17,18 +17,18 @@ import torch
 from transformers import AutoTokenizer
 
 from gpt3dev.config import GPT3DevConfig
+from gpt3dev.core import data_path
 from gpt3dev.modeling import GPT3DevForCausalLM
 from gpt3dev.sft import prepare_chat_model, stop_token_ids, with_chat_format
 
-SHARED = Path(os.environ.get("GPT3DEV_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-TOKENIZER = SHARED / "data" / "gpt2-tokenizer"
+TOKENIZER = data_path("gpt2-tokenizer", must_exist=False)
 STARTUP_S = 180  # importing torch and transformers and loading the model, on a loaded 2-core machine
 CHAT = [{"role": "user", "content": "Tell me a story."}]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    "A tiny gpt3dev chat model (random weights) with the GPT-2 tokenizer in the Harmony chat format, as gpt3dev_sft saves one."
+    "A tiny gpt3dev chat model (random weights), the GPT-2 tokenizer in the Harmony format, as gpt3dev_sft saves one."
     tok = with_chat_format(AutoTokenizer.from_pretrained(TOKENIZER))
     torch.manual_seed(0)
     model = GPT3DevForCausalLM(
@@ -61,7 +61,7 @@ def stop(proc: subprocess.Popen):
 
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
-    "`gpt3dev_serve` on a free port of 127.0.0.1: yields (base URL, model id, process); stopped afterwards, whatever happened."
+    "`gpt3dev_serve` on a free port of 127.0.0.1: yields (base URL, model id, process); always stopped afterwards."
     port, log = free_port(), tmp_path_factory.mktemp("serve-log") / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
