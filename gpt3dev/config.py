@@ -13,26 +13,26 @@ from .attention import BACKENDS
 from .patterns import parse
 
 # %% auto #0
-__all__ = ['ACTIVATIONS', 'PRESETS', 'from_preset', 'GPT3DevConfig', 'default_layers', 'Preset', 'count_parameters',
+__all__ = ['ACTIVATIONS', 'PRESETS', 'from_preset', 'default_layers', 'GPT3DevConfig', 'Preset', 'count_parameters',
            'flops_per_token']
 
-# %% ../nbs/03_config.ipynb #7b5c222a
+# %% ../nbs/03_config.ipynb #acae54e37e7d407bbb7b55eff062a284
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
-def _from_legacy(d: dict) -> dict:
-    "Rewrite a config dict of the original project (no `attention_layers`) into gpt3dev's terms."
-    d = dict(d)
-    window = d.get("window_size", 256)
-    d["attention_layers"] = ["dense" if i % 2 == 0 else f"local:{window + 1}" for i in range(d.get("n_layer", 12))]
-    d["activation_function"] = "gelu"  # the original code used exact GELU whatever the file said
-    d["n_inner"] = None  # ... and an MLP of 4 * n_embd
-    d.pop("intermediate_size", None)
-    d.pop("auto_map", None)  # its modeling file is not shipped with checkpoints; gpt3dev reads them
-    d["legacy_dense_decoding"] = True  # its cached decoding let sparse layers see every cached key
-    return d
+def default_layers(n_layer: int, window: int) -> list[str]:
+    "GPT-3's alternation: dense on even layers, a local band of `window` keys on odd ones."
+    return ["dense" if i % 2 == 0 else f"local:{window}" for i in range(n_layer)]
 
 
+def _parses(spec) -> bool:
+    try:
+        parse(spec)
+        return True
+    except (ValueError, TypeError):
+        return False
+
+# %% ../nbs/03_config.ipynb #72eea5119410473aa328ad9291626812
 class GPT3DevConfig(PreTrainedConfig):
     "Configuration of a GPT-3-style decoder with per-layer attention patterns."
 
@@ -81,36 +81,13 @@ class GPT3DevConfig(PreTrainedConfig):
 
     def check(self):
         "Raise a `ValueError` naming the field if this configuration cannot describe a model."
-        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "window_size", "stride"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"GPT3DevConfig.{name} must be a positive integer, got {v!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"GPT3DevConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner < 1):
-            raise ValueError(f"GPT3DevConfig.n_inner must be a positive integer or None, got {self.n_inner!r}")
-        if len(self.attention_layers) != self.n_layer:
-            raise ValueError(
-                f"GPT3DevConfig.attention_layers has {len(self.attention_layers)} entries but n_layer is {self.n_layer}"
-            )
-        for i, spec in enumerate(self.attention_layers):
-            try:
-                parse(spec)
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"GPT3DevConfig.attention_layers[{i}]: {e}") from None
-        if self.activation_function not in ACTIVATIONS:
-            raise ValueError(
-                f"GPT3DevConfig.activation_function {self.activation_function!r} is not one of {ACTIVATIONS}"
-            )
-        if self.attention_backend not in BACKENDS:
-            raise ValueError(f"GPT3DevConfig.attention_backend {self.attention_backend!r} is not one of {BACKENDS}")
-        for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"GPT3DevConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        _check_sizes(self)
+        _check_layers(self)
+        _check_options(self)
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
-        "Build from a dict; one without `attention_layers` was written by the original project and is read as such."
+        "Build from a dict; one without `attention_layers` was written by the original project and is read so."
         if "attention_layers" not in config_dict:
             config_dict = _from_legacy(config_dict)
         return super().from_dict(config_dict, **kwargs)
@@ -118,18 +95,7 @@ class GPT3DevConfig(PreTrainedConfig):
     @classmethod
     def from_preset(cls, name: str, **overrides) -> GPT3DevConfig:
         "A config for preset `name` (one of `PRESETS`: the GPT-3 paper's sizes and `tiny`), any field overridden."
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}: choose one of {list(PRESETS)}")
-        p = PRESETS[name]
-        kw = dict(
-            vocab_size=p.vocab_size,
-            n_positions=p.n_positions,
-            n_embd=p.d_model,
-            n_layer=p.n_layer,
-            n_head=p.n_head,
-            window_size=p.window_size,
-        )
-        return cls(**{**kw, **overrides})
+        return cls(**{**_preset_fields(name), **overrides})
 
     @property
     def patterns(self):
@@ -144,20 +110,53 @@ class GPT3DevConfig(PreTrainedConfig):
     def inner_dim(self) -> int:
         return self.n_inner or 4 * self.n_embd
 
+# %% ../nbs/03_config.ipynb #10185d26023b46108eb7d9f57d49d2b3
+def _check_sizes(cfg):
+    for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "window_size", "stride"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"GPT3DevConfig.{name} must be a positive integer, got {v!r}")
+    if cfg.n_embd % cfg.n_head:
+        raise ValueError(f"GPT3DevConfig.n_embd ({cfg.n_embd}) must be divisible by n_head ({cfg.n_head})")
+    if cfg.n_inner is not None and (not isinstance(cfg.n_inner, int) or cfg.n_inner < 1):
+        raise ValueError(f"GPT3DevConfig.n_inner must be a positive integer or None, got {cfg.n_inner!r}")
 
-def _parses(spec) -> bool:
-    try:
-        parse(spec)
-        return True
-    except (ValueError, TypeError):
-        return False
+
+def _check_layers(cfg):
+    n = len(cfg.attention_layers)
+    if n != cfg.n_layer:
+        raise ValueError(f"GPT3DevConfig.attention_layers has {n} entries but n_layer is {cfg.n_layer}")
+    for i, spec in enumerate(cfg.attention_layers):
+        try:
+            parse(spec)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"GPT3DevConfig.attention_layers[{i}]: {e}") from None
 
 
-def default_layers(n_layer: int, window: int) -> list[str]:
-    "GPT-3's alternation: dense on even layers, a local band of `window` keys on odd ones."
-    return ["dense" if i % 2 == 0 else f"local:{window}" for i in range(n_layer)]
+def _check_options(cfg):
+    act, backend = cfg.activation_function, cfg.attention_backend
+    if act not in ACTIVATIONS:
+        raise ValueError(f"GPT3DevConfig.activation_function {act!r} is not one of {ACTIVATIONS}")
+    if backend not in BACKENDS:
+        raise ValueError(f"GPT3DevConfig.attention_backend {backend!r} is not one of {BACKENDS}")
+    for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ValueError(f"GPT3DevConfig.{name} must be in [0, 1), got {getattr(cfg, name)}")
 
-# %% ../nbs/03_config.ipynb #6a325625
+# %% ../nbs/03_config.ipynb #7cdc8c89c7104fffa095e18ddfef8986
+def _from_legacy(d: dict) -> dict:
+    "Rewrite a config dict of the original project (no `attention_layers`) into gpt3dev's terms."
+    d = dict(d)
+    window = d.get("window_size", 256)
+    d["attention_layers"] = ["dense" if i % 2 == 0 else f"local:{window + 1}" for i in range(d.get("n_layer", 12))]
+    d["activation_function"] = "gelu"  # the original code used exact GELU whatever the file said
+    d["n_inner"] = None  # ... and an MLP of 4 * n_embd
+    d.pop("intermediate_size", None)
+    d.pop("auto_map", None)  # its modeling file is not shipped with checkpoints; gpt3dev reads them
+    d["legacy_dense_decoding"] = True  # its cached decoding let sparse layers see every cached key
+    return d
+
+# %% ../nbs/03_config.ipynb #b118ea5561624da68c537baed56e602f
 @dataclass(frozen=True)
 class Preset:
     "One row of the GPT-3 paper's Table 2.1 (plus `tiny`)."
@@ -184,13 +183,28 @@ PRESETS = {
         Preset("gpt3-xl", 1.3e9, 24, 2048, 16, 128, 1_000_000, 2.0e-4),  # the paper prints 24 heads; 16 x 128 = 2048
         Preset("gpt3-2.7b", 2.7e9, 32, 2560, 32, 80, 1_000_000, 1.6e-4),
         Preset("gpt3-6.7b", 6.7e9, 32, 4096, 32, 128, 2_000_000, 1.2e-4),
-        Preset(
-            "gpt3-13b", 13.0e9, 40, 5120, 40, 128, 2_000_000, 1.0e-4
-        ),  # the paper prints d_model 5140; 40 x 128 = 5120
+        # the paper prints d_model 5140; 40 x 128 = 5120
+        Preset("gpt3-13b", 13.0e9, 40, 5120, 40, 128, 2_000_000, 1.0e-4),
         Preset("gpt3-175b", 175.0e9, 96, 12288, 96, 128, 3_200_000, 0.6e-4),
         Preset("tiny", 0, 4, 64, 4, 16, 8_192, 1e-3, n_positions=128, window_size=16, vocab_size=512),
     ]
 }
+
+
+def _preset_fields(name: str) -> dict:
+    "The config fields preset `name` sets."
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {list(PRESETS)}")
+    p = PRESETS[name]
+    return dict(
+        vocab_size=p.vocab_size,
+        n_positions=p.n_positions,
+        n_embd=p.d_model,
+        n_layer=p.n_layer,
+        n_head=p.n_head,
+        window_size=p.window_size,
+    )
+
 
 from_preset = GPT3DevConfig.from_preset
 
