@@ -186,7 +186,8 @@ def main(argv=None):
     rows, results = run(args.T, args.patterns, args.reps, args.threads)
     print(
         f"## Attention kernels (`bench/attention.py`)\n\nMachine: {machine()}. B={B}, H={H}, D={D}, float32. "
-        "Speedups and memory are ratios against SDPA with a dense boolean mask of the same pattern, measured in the same run; "
+        "Speedups and memory are ratios against SDPA with a dense boolean mask of the same pattern, "
+        "measured in the same run; "
         "peak memory is what forward+backward allocates above its inputs.\n"
     )
     print(table(rows, list(rows[0])))

@@ -156,12 +156,14 @@ def main(argv=None):
     g_rows, g_checks = generation(args.new_tokens, 32, reps=3)
     c_rows, c_checks = cache_memory(args.cache_steps)
     print(
-        f"## Model (`bench/model.py`)\n\nMachine: {machine()}. Model: 4 layers, d=512, 8 heads, vocab 8192, float32, batch 1.\n"
+        f"## Model (`bench/model.py`)\n\nMachine: {machine()}. "
+        "Model: 4 layers, d=512, 8 heads, vocab 8192, float32, batch 1.\n"
     )
     print("Training step (forward + backward + AdamW), gpt3dev against the same model with every layer dense (SDPA):\n")
     print(table(t_rows, list(t_rows[0])))
     print(
-        f"\nGeneration with the KV cache, {args.new_tokens} new tokens after a 32-token prompt (greedy, `generate`), best of 3:\n"
+        f"\nGeneration with the KV cache, {args.new_tokens} new tokens after a 32-token prompt "
+        "(greedy, `generate`), best of 3:\n"
     )
     print(table(g_rows, list(g_rows[0])))
     print(f"\nKV cache after {args.cache_steps} generated tokens:\n")
