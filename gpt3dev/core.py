@@ -24,8 +24,8 @@ import torch
 # %% auto #0
 __all__ = ['SHARED_ENV', 'GROUPS', 'get_device', 'get_dtype', 'seed_everything', 'project_root', 'shared_dir', 'shared_path',
            'data_path', 'fixture_path', 'context_length', 'arg', 'rearg', 'HelpFormatter', 'CLIParser', 'config_parser',
-           'cli_main', 'run_cli', 'read_jsonl', 'quiet_transformers', 'from_hub', 'hub_error', 'check_saved',
-           'load_pretrained', 'LoadConfig']
+           'cli_main', 'run_cli', 'read_jsonl', 'quiet_transformers', 'check_saved', 'load_pretrained', 'from_hub',
+           'hub_error', 'LoadConfig']
 
 # %% ../nbs/00_core.ipynb #1376a180
 def _mps_available() -> bool:
@@ -176,7 +176,7 @@ def rearg(cls, name: str, default, help: str | None = None, **metadata):
     keep = {k: v for k, v in f.metadata.items() if k not in ("help", "group")}
     return arg(default, help or f.metadata["help"], f.metadata["group"], **{**keep, **metadata})
 
-# %% ../nbs/00_core.ipynb #59adade6
+# %% ../nbs/00_core.ipynb #ad0d1f28
 def _shown(value) -> str:
     if value is None:
         return "none"
@@ -212,7 +212,7 @@ class CLIParser(argparse.ArgumentParser):
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
-
+# %% ../nbs/00_core.ipynb #16cfe962
 GROUPS = (
     "model",
     "data",
@@ -335,7 +335,7 @@ def read_jsonl(path: str | Path, bad=None):
     except OSError as e:
         raise ValueError(f"{path} cannot be read: {e.strerror or e}") from None
 
-# %% ../nbs/00_core.ipynb #c6252202
+# %% ../nbs/00_core.ipynb #3f018094
 @contextmanager
 def quiet_transformers():
     """Inside the block transformers draws no progress bars of its own ("Loading weights", "Writing model shards"); Hub
@@ -355,7 +355,7 @@ def quiet_transformers():
         if hub_off:
             hub_utils.disable_progress_bars()
 
-
+# %% ../nbs/00_core.ipynb #48eca9d6
 def _check_weight_files(model_id: str):
     """A one-line `ValueError` naming the first `.safetensors` file of directory `model_id` whose header cannot be read
     (truncated, corrupt)."""
@@ -372,33 +372,6 @@ def _check_weight_files(model_id: str):
             raise ValueError(
                 f"checkpoint file {path} cannot be read ({e}): it is truncated or corrupt; copy or save it again"
             ) from None
-
-
-def from_hub(name: str, load, hint: str):
-    """`load()` data `name` from the Hugging Face Hub; offline or unreachable, a one-line `ValueError` ending in `hint`
-    (what to use instead)."""
-    from huggingface_hub import constants
-
-    if not constants.HF_HUB_OFFLINE:  # datasets retries an unreachable Hub for half a minute: ask once, briefly
-        url = urlparse(constants.ENDPOINT)
-        try:
-            socket.create_connection(
-                (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3
-            ).close()
-        except OSError as e:
-            raise ValueError(
-                f"cannot reach the Hugging Face Hub ({url.hostname}: {e.strerror or e}) to load {name}: {hint}"
-            ) from None
-    try:
-        return load()
-    except OSError as e:
-        raise hub_error(name, e, hint) from None
-
-
-def hub_error(name: str, error: OSError, hint: str) -> ValueError:
-    """The one-line error for data `name` the Hub could not give (`error`), ending in `hint`; for loaders that fail
-    later, as streams do."""
-    return ValueError(f"cannot load {name} from the Hugging Face Hub ({' '.join(str(error).split())}): {hint}")
 
 
 def _looks_like_path(name: str) -> bool:
@@ -424,7 +397,7 @@ def check_saved(name: str, what: str = "model", markers: tuple[str, ...] = ("con
     if _looks_like_path(name):
         raise ValueError(f"{what} {name!r}: no such directory")
 
-
+# %% ../nbs/00_core.ipynb #674edc67
 def load_pretrained(model_id: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
     "`(model, tokenizer)` from a checkpoint directory or Hub id, ready for inference."
     import gpt3dev.modeling  # noqa: F401  (registers gpt3dev with the Auto classes)
@@ -447,6 +420,33 @@ def load_pretrained(model_id: str, device: str = "auto", dtype: str = "auto", tr
     if tokenizer.eos_token is None and isinstance(eos, int) and 0 <= eos < len(tokenizer):
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
     return model.to(dev).eval(), tokenizer
+
+# %% ../nbs/00_core.ipynb #c0ffb65e
+def from_hub(name: str, load, hint: str):
+    """`load()` data `name` from the Hugging Face Hub; offline or unreachable, a one-line `ValueError` ending in `hint`
+    (what to use instead)."""
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE:  # datasets retries an unreachable Hub for half a minute: ask once, briefly
+        url = urlparse(constants.ENDPOINT)
+        try:
+            socket.create_connection(
+                (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3
+            ).close()
+        except OSError as e:
+            raise ValueError(
+                f"cannot reach the Hugging Face Hub ({url.hostname}: {e.strerror or e}) to load {name}: {hint}"
+            ) from None
+    try:
+        return load()
+    except OSError as e:
+        raise hub_error(name, e, hint) from None
+
+
+def hub_error(name: str, error: OSError, hint: str) -> ValueError:
+    """The one-line error for data `name` the Hub could not give (`error`), ending in `hint`; for loaders that fail
+    later, as streams do."""
+    return ValueError(f"cannot load {name} from the Hugging Face Hub ({' '.join(str(error).split())}): {hint}")
 
 # %% ../nbs/00_core.ipynb #5b09d07a
 @dataclass

@@ -144,7 +144,7 @@ def block_losses(model, blocks: torch.Tensor, batch_size: int = 16) -> torch.Ten
     model.train(was)
     return torch.cat(out)
 
-# %% ../nbs/12_scaling.ipynb #1a0a89ae
+# %% ../nbs/12_scaling.ipynb #1cc72135
 def _record(
     name: str, config: GPT3DevConfig, run_cfg: TrainConfig, model, data, final_blocks: int, seconds: float
 ) -> dict:
@@ -173,7 +173,7 @@ def _record(
         "train": {"tokens": [r["tokens"] for r in rows], "loss": [r["loss"] for r in rows]},
     }
 
-
+# %% ../nbs/12_scaling.ipynb #83799714
 def train_family(
     configs: dict,
     cfg: TrainConfig,
@@ -289,7 +289,7 @@ def frontier(runs: list[dict], x: str = "flops", skip: float = 0.0) -> tuple[np.
             best = l
     return np.array([k[0] for k in keep]), np.array([k[1] for k in keep]), [k[2] for k in keep]
 
-# %% ../nbs/12_scaling.ipynb #afa91cdc
+# %% ../nbs/12_scaling.ipynb #164aa8ea
 def _figure(figsize=(6.5, 4.5)):
     """A figure the caller owns: made by pyplot (which starts a notebook's inline display), then dropped from its
     registry."""
@@ -323,7 +323,7 @@ def _log_axes(ax, xlabel: str, ylabel: str):
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
 
-
+# %% ../nbs/12_scaling.ipynb #fdfa7ad9
 def plot_compute(runs: list[dict], x: str = "flops", fit: bool = True, skip: float = 0.25, ax=None):
     """Validation loss of each run against training FLOPs (or tokens), log-log, with the frontier (see `frontier`) and
     its power law."""
@@ -343,7 +343,7 @@ def plot_compute(runs: list[dict], x: str = "flops", fit: bool = True, skip: flo
     _log_axes(ax, "training FLOPs C" if x == "flops" else "training tokens D", "validation loss (nats/token)")
     return fig
 
-
+# %% ../nbs/12_scaling.ipynb #cd9a2b6d
 def plot_fit(
     x,
     y,

@@ -237,7 +237,7 @@ def attention_viewer(model, tokenizer, text: str):
     redraw()
     return box
 
-# %% ../nbs/10_widgets.ipynb #7aa43b88
+# %% ../nbs/10_widgets.ipynb #4dc298cb
 def _colour(p: float) -> str:
     "Background for a token of probability `p`: red (unlikely) through yellow to green (likely), on a log scale."
     import math
@@ -253,18 +253,13 @@ def tokens_html(prompt: str, tokens: list[tuple[str, float]]) -> str:
     )
     return f'<pre style="white-space:pre-wrap;font-size:13px"><b>{html.escape(prompt)}</b>{spans}</pre>'
 
-
+# %% ../nbs/10_widgets.ipynb #dc2c3aca
 class _ProbabilityStreamer:
     "Receives each new token from `generate` (a transformers streamer), looks up its probability, and reports it."
 
     def __init__(self, tokenizer, recorder, on_token):
-        self.tokenizer, self.recorder, self.on_token, self.prompt_seen, self.ids = (
-            tokenizer,
-            recorder,
-            on_token,
-            False,
-            [],
-        )
+        self.tokenizer, self.recorder, self.on_token = tokenizer, recorder, on_token
+        self.prompt_seen, self.ids = False, []
 
     def put(self, value):
         if not self.prompt_seen:
@@ -274,9 +269,8 @@ class _ProbabilityStreamer:
         p = float(self.recorder.probs[-1][0, tid])
         before = self.tokenizer.decode(self.ids)
         self.ids.append(tid)
-        self.on_token(
-            self.tokenizer.decode(self.ids)[len(before) :], p
-        )  # decode in context: multi-byte characters come out whole
+        # decode in context: multi-byte characters come out whole
+        self.on_token(self.tokenizer.decode(self.ids)[len(before) :], p)
 
     def end(self):
         pass
@@ -320,7 +314,7 @@ def generate_with_probabilities(
     )
     return got
 
-
+# %% ../nbs/10_widgets.ipynb #f251189c
 def generation_playground(model, tokenizer, prompt: str = "The meaning of life is", chat: bool = False):
     """A widget: prompt, temperature, top-k, top-p, repetition penalty and length controls; tokens stream in, coloured
     by probability."""
