@@ -30,13 +30,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 KEEP_MIME = ("text/plain", "text/html", "text/markdown", "image/png", "image/svg+xml", "image/jpeg")
 
+SHARED = Path(os.environ.get("GPT3DEV_SHARED") or ROOT.parent / "shared").expanduser()
+_PATHS = sorted({str(SHARED), str(SHARED.resolve()), str(ROOT)}, key=len, reverse=True)
+
 VOLATILE = [
-    (re.compile(r"/tmp/[^\s'\")\]]*|" + re.escape(str(ROOT)) + r"[^\s'\")\]]*"), "<path>"),
+    (re.compile("(" + "|".join(map(re.escape, _PATHS)) + r")[^\s'\")\]]*|/tmp/[^\s'\")\]]*"), "<path>"),
+    (re.compile(r"\btmp[a-z0-9_]{8}\b"), "<tmp>"),
     (re.compile(r"0x[0-9a-fA-F]{6,}"), "<addr>"),
     (re.compile(r"\d{4}-\d{2}-\d{2}[ T_]\d{2}[:-]?\d{2}[:-]?\d{2}(\.\d+)?|\b\d{8}[-_]\d{6}\b"), "<date>"),
     (re.compile(r"[\d.,]+\s?[kKMG]?\s?(tok|tokens|it|samples|steps|blocks|docs)/s\b"), "<rate>"),
     (re.compile(r"\b\d+(\.\d+)?\s?(ns|µs|us|ms|s|sec|secs|seconds|min|minutes)\b"), "<time>"),
+    (re.compile(r"\b\d+(\.\d+)?x\b"), "<ratio>"),  # a speed-up measured in the cell
 ]
+PROGRESS = re.compile(r"\d+%\|.*\||\bit/s\]")  # a tqdm bar, as it ends up in captured text
 
 
 def mask(text):
@@ -56,7 +62,9 @@ def reader_outputs(outputs):
     for out in outputs:
         kind = out["output_type"]
         if kind == "stream" and out.get("name") == "stdout":
-            kept.append({"name": "stdout", "output_type": "stream", "text": out["text"]})
+            text = _without_progress(_text(out["text"]))
+            if text:
+                kept.append({"name": "stdout", "output_type": "stream", "text": text})
         elif kind in ("display_data", "execute_result"):
             data = {k: v for k, v in out.get("data", {}).items() if k in KEEP_MIME}
             if "application/vnd.jupyter.widget-view+json" in out.get("data", {}):
@@ -67,6 +75,12 @@ def reader_outputs(outputs):
                     | ({"execution_count": None} if kind == "execute_result" else {})
                 )
     return _merge_streams(kept)
+
+
+def _without_progress(text):
+    "Text as a terminal leaves it (each line's last carriage-return segment), progress bars left out."
+    lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+    return "\n".join(line for line in lines if not PROGRESS.search(line))
 
 
 def _merge_streams(outputs):
@@ -176,10 +190,12 @@ def write(path, fresh):
     for cell in nb["cells"]:
         if cell.get("id") not in fresh:
             continue
-        new = fresh[cell["id"]]
-        if comparable(reader_outputs(cell.get("outputs", []))) != comparable(new):
+        new, old = fresh[cell["id"]], reader_outputs(cell.get("outputs", []))
+        if comparable(old) != comparable(new):
             cell["outputs"] = new
             changed += 1
+        else:
+            cell["outputs"] = old  # as committed, in today's rules for what a reader sees
     cfg = get_config()
     clean_nb(
         nb,
