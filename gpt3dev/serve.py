@@ -36,7 +36,7 @@ def expose_to_transformers() -> list:
             setattr(module, name, cls)
     return list(modules)
 
-# %% ../nbs/14_serve.ipynb #ecfb8a20
+# %% ../nbs/14_serve.ipynb #d8cd2454
 @dataclass
 class ServeConfig:
     "What `gpt3dev_serve` starts `transformers serve` with."
@@ -53,22 +53,10 @@ class ServeConfig:
 
 def serve_args(cfg: ServeConfig, extra: list[str] = ()) -> list[str]:
     "The `transformers serve` command line for `cfg`, with `extra` options appended unchanged."
-    return [
-        "serve",
-        cfg.model,
-        "--host",
-        cfg.host,
-        "--port",
-        str(cfg.port),
-        "--device",
-        cfg.device,
-        "--dtype",
-        cfg.dtype,
-        "--log-level",
-        cfg.log_level,
-        *(["--enable-cors"] if cfg.enable_cors else []),
-        *extra,
-    ]
+    options = {"--host": cfg.host, "--port": str(cfg.port), "--device": cfg.device, "--dtype": cfg.dtype}
+    options["--log-level"] = cfg.log_level
+    flags = [part for option in options.items() for part in option] + (["--enable-cors"] if cfg.enable_cors else [])
+    return ["serve", cfg.model, *flags, *extra]
 
 # %% ../nbs/14_serve.ipynb #bfe89f15
 def serve(cfg: ServeConfig, extra: list[str] = ()) -> int:
