@@ -300,6 +300,12 @@ def _document_ids(tokens: np.ndarray, eos: int) -> np.ndarray:
     return np.cumsum(eot) - eot
 
 
+def _source_key(source: str) -> str:
+    "What a source's shuffle is seeded with: a local path's last part, so the order does not depend on the folder."
+    source = str(source)
+    return source if source.startswith("hf:") else Path(source).name or source
+
+
 class TextBlocks:
     """Blocks of one source for one split, tokenized as read, optionally through a shuffle buffer; every `world_size`-th
     is `rank`'s."""
@@ -319,7 +325,8 @@ class TextBlocks:
         self.source, self.tokenizer, self.block_size, self.split = source, tokenizer, block_size, split
         self.val_share, self.shuffle, self.rank, self.world_size = val_share, shuffle, rank, world_size
         self.eos = tokenizer.eos_token_id
-        self.rng = random.Random(f"{seed}|{source}")
+        # seeded by the source as named, not where it lies: the same run on another machine draws the same order
+        self.rng = random.Random(f"{seed}|{_source_key(source)}")
         self.pieces = 0  # pieces of the source consumed in this epoch (both splits)
         self.epochs = 0
         self.tokens: list[int] = []  # tokens read but not yet in a block
