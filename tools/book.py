@@ -41,6 +41,7 @@ VOLATILE = [
     (re.compile(r"[\d.,]+\s?[kKMG]?\s?(tok|tokens|it|samples|steps|blocks|docs)/s\b"), "<rate>"),
     (re.compile(r"\b\d+(\.\d+)?\s?(ns|µs|us|ms|s|sec|secs|seconds|min|minutes)\b"), "<time>"),
     (re.compile(r"\b\d+(\.\d+)?x\b"), "<ratio>"),  # a speed-up measured in the cell
+    (re.compile(r'("(?:seconds|elapsed|wall_time)":\s*)[\d.e+-]+'), r"\1<time>"),  # durations in printed JSON
 ]
 PROGRESS = re.compile(r"\d+%\|.*\||\bit/s\]")  # a tqdm bar, as it ends up in captured text
 
