@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(os.environ.get("GPT3DEV_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+from gpt3dev.core import shared_dir
+
+SHARED = shared_dir()
 SHAKESPEARE = SHARED / "data" / "text-corpus" / "tinyshakespeare.txt"
 ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 SMALL = [
