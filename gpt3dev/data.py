@@ -293,17 +293,17 @@ def held_out(piece: int, share: float) -> bool:
     "Whether piece number `piece` of a source is held out for validation: evenly spread, a share `share` of pieces."
     return math.floor((piece + 1) * share + 0.5) > math.floor(piece * share + 0.5)
 
+# %% ../nbs/06_data.ipynb #b2f0c9e2
+def _source_key(source: str) -> str:
+    "What a source's shuffle is seeded with: a local path's last part, so the order does not depend on the folder."
+    source = str(source)
+    return source if source.startswith("hf:") else Path(source).name or source
+
 # %% ../nbs/06_data.ipynb #72eea5119410473aa328ad9291626812
 def _document_ids(tokens: np.ndarray, eos: int) -> np.ndarray:
     "Document number of each token of a packed block, counted from 0: a document ends with its end-of-text token."
     eot = (tokens == eos).astype(np.int64)
     return np.cumsum(eot) - eot
-
-
-def _source_key(source: str) -> str:
-    "What a source's shuffle is seeded with: a local path's last part, so the order does not depend on the folder."
-    source = str(source)
-    return source if source.startswith("hf:") else Path(source).name or source
 
 
 class TextBlocks:
