@@ -29,9 +29,11 @@ def book_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_masks_what_changes_between_runs_and_keeps_the_numbers():
     assert book.mask("step 10: loss 3.2500 (0.53 s, 1,234 tok/s) in /tmp/tmpab12/run") == (
-        "step 10: loss 3.2500 (<time>, <rate>) in <path>"
+        "step 10: loss 3.250_ (<time>, <rate>) in <path>"
     )
     assert book.mask("loss 3.25") != book.mask("loss 3.26")
+    assert book.mask("error 2.68e-07, loss 6.9976") == book.mask("error 3.1e-07, loss 6.9975")  # CPU rounding
+    assert book.mask("density 0.5002") != book.mask("density 0.500")  # a changed format still shows
 
 
 def test_check_fails_on_a_changed_number_and_a_missing_output(tmp_path):
