@@ -2,6 +2,7 @@
 fails the check, a duration that changes does not, and a missing output fails it."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,27 @@ def test_a_failing_cell_fails_the_check(tmp_path):
     nb = notebook(tmp_path / "broken.ipynb", "print('fine')", "raise ValueError('the cell that breaks')")
     r = book_cli("check", str(nb))
     assert r.returncode == 1 and "ValueError" in r.stderr and "broken.ipynb" in r.stderr
+
+
+def test_shared_data_paths_read_the_same_wherever_shared_lies(tmp_path):
+    "Written on one machine, checked on another whose `shared/` is elsewhere (CI clones beside a copy of it)."
+    nb = notebook(
+        tmp_path / "paths.ipynb",
+        "import os\nfrom pathlib import Path\nshared = Path(os.environ['GPT3DEV_SHARED'])",
+        "print(shared / 'data' / 'a.txt')",
+        "shared / 'data'",
+    )
+    here, there = tmp_path / "here" / "shared", tmp_path / "there" / "shared"
+
+    def run_with(command, shared):
+        env = {**os.environ, "GPT3DEV_SHARED": str(shared)}
+        return subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "book.py"), command, str(nb)], capture_output=True, text=True, env=env
+        )
+
+    assert run_with("run", here).returncode == 0
+    outputs = [c["outputs"] for c in json.loads(nb.read_text())["cells"]][1:]
+    assert outputs[0][0]["text"] == ["../shared/data/a.txt\n"], outputs
+    assert outputs[1][0]["data"]["text/plain"].endswith("Path('../shared/data')"), outputs
+    r = run_with("check", there)
+    assert r.returncode == 0, r.stdout

@@ -11,11 +11,12 @@ running every notebook twice.
 
 What counts as output: printed text (stdout), results and displays (text, HTML, Markdown, images). Left out,
 because they change on every run or cannot be shown outside a live kernel: stderr (progress bars, warnings) and
-live widget views. Volatile pieces of text (durations, rates, temporary paths, object addresses, dates, float
-errors below 1e-4 and the last of four or more printed digits, which other CPUs round differently) are masked
-before outputs are compared, and `run` keeps a cell's committed outputs when they match the new ones after
-masking, so a re-run does not churn the diff. Figures are compared by count and kind, not by pixels. Cells that
-did not run (slow cells without `--flags slow`) keep their committed outputs unchecked.
+live widget views. The shared data's path is written as `../shared`, where the README puts it, so that outputs
+read the same on every machine. Volatile pieces of text (durations, rates, temporary paths, object addresses,
+dates, float errors below 1e-4 and the last of four or more printed digits, which other CPUs round differently)
+are masked before outputs are compared, and `run` keeps a cell's committed outputs when they match the new ones
+after masking, so a re-run does not churn the diff. Figures are compared by count and kind, not by pixels. Cells
+that did not run (slow cells without `--flags slow`) keep their committed outputs unchecked.
 """
 
 import argparse
@@ -31,11 +32,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 KEEP_MIME = ("text/plain", "text/html", "text/markdown", "image/png", "image/svg+xml", "image/jpeg")
 
+# The shared data is shown where the README puts it, beside the repository, whatever this machine calls it, so a
+# path printed on one machine reads (and compares) the same on every other.
 SHARED = Path(os.environ.get("GPT3DEV_SHARED") or ROOT.parent / "shared").expanduser()
-_PATHS = sorted({str(SHARED), str(SHARED.resolve()), str(ROOT)}, key=len, reverse=True)
+SHARED_SHOWN = "../shared"
+_SHARED_PATHS = re.compile("|".join(re.escape(p) for p in sorted({str(SHARED), str(SHARED.resolve())}, key=len)[::-1]))
 
 VOLATILE = [
-    (re.compile("(" + "|".join(map(re.escape, _PATHS)) + r")[^\s'\")\]]*|/tmp/[^\s'\")\]]*"), "<path>"),
+    (re.compile(re.escape(str(ROOT)) + r"[^\s'\")\]]*|/tmp/[^\s'\")\]]*"), "<path>"),
     (re.compile(r"\btmp[a-z0-9_]{8}\b"), "<tmp>"),
     (re.compile(r"0x[0-9a-fA-F]{6,}"), "<addr>"),
     (re.compile(r"\d{4}-\d{2}-\d{2}[ T_]\d{2}[:-]?\d{2}[:-]?\d{2}(\.\d+)?|\b\d{8}[-_]\d{6}\b"), "<date>"),
@@ -69,17 +73,26 @@ def _text(value):
     return "".join(value) if isinstance(value, list) else str(value)
 
 
+def portable(text):
+    "Text with this machine's path to the shared data written as the README's `../shared`."
+    return _SHARED_PATHS.sub(SHARED_SHOWN, text)
+
+
 def reader_outputs(outputs):
     "The outputs a reader sees: stdout, results and displays in the kept formats; stderr and widget views dropped."
     kept = []
     for out in outputs:
         kind = out["output_type"]
         if kind == "stream" and out.get("name") == "stdout":
-            text = _without_progress(_text(out["text"]))
+            text = portable(_without_progress(_text(out["text"])))
             if text:
                 kept.append({"name": "stdout", "output_type": "stream", "text": text})
         elif kind in ("display_data", "execute_result"):
-            data = {k: v for k, v in out.get("data", {}).items() if k in KEEP_MIME}
+            data = {
+                k: v if k.startswith("image/") else portable(_text(v))
+                for k, v in out.get("data", {}).items()
+                if k in KEEP_MIME
+            }
             if "application/vnd.jupyter.widget-view+json" in out.get("data", {}):
                 continue  # a live widget: its text fallback says nothing to a reader of the file
             if data:
