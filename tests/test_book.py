@@ -22,9 +22,14 @@ def notebook(path: Path, *sources: str) -> Path:
     return path
 
 
-def book_cli(*args: str) -> subprocess.CompletedProcess:
+def book_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    "tools/book.py run as a command, with `env` added to this process's environment."
     return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "book.py"), *args], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, str(ROOT / "tools" / "book.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
     )
 
 
@@ -73,16 +78,9 @@ def test_shared_data_paths_read_the_same_wherever_shared_lies(tmp_path):
         "shared / 'data'",
     )
     here, there = tmp_path / "here" / "shared", tmp_path / "there" / "shared"
-
-    def run_with(command, shared):
-        env = {**os.environ, "GPT3DEV_SHARED": str(shared)}
-        return subprocess.run(
-            [sys.executable, str(ROOT / "tools" / "book.py"), command, str(nb)], capture_output=True, text=True, env=env
-        )
-
-    assert run_with("run", here).returncode == 0
+    assert book_cli("run", str(nb), GPT3DEV_SHARED=str(here)).returncode == 0
     outputs = [c["outputs"] for c in json.loads(nb.read_text())["cells"]][1:]
     assert outputs[0][0]["text"] == ["../shared/data/a.txt\n"], outputs
     assert outputs[1][0]["data"]["text/plain"].endswith("Path('../shared/data')"), outputs
-    r = run_with("check", there)
+    r = book_cli("check", str(nb), GPT3DEV_SHARED=str(there))
     assert r.returncode == 0, r.stdout

@@ -36,7 +36,10 @@ KEEP_MIME = ("text/plain", "text/html", "text/markdown", "image/png", "image/svg
 # path printed on one machine reads (and compares) the same on every other.
 SHARED = Path(os.environ.get("GPT3DEV_SHARED") or ROOT.parent / "shared").expanduser()
 SHARED_SHOWN = "../shared"
-_SHARED_PATHS = re.compile("|".join(re.escape(p) for p in sorted({str(SHARED), str(SHARED.resolve())}, key=len)[::-1]))
+_SHARED_PATHS = re.compile(
+    "(" + "|".join(map(re.escape, sorted({str(SHARED), str(SHARED.resolve())}, key=len, reverse=True))) + ")"
+    r"(?=[/\s'\")\]]|$)"  # the folder itself, not a sibling whose name starts the same (`shared2`)
+)
 
 VOLATILE = [
     (re.compile(re.escape(str(ROOT)) + r"[^\s'\")\]]*|/tmp/[^\s'\")\]]*"), "<path>"),
